@@ -255,6 +255,7 @@ class Session:
         self.draining = False
         self.close_info: CloseInfo | None = None
         self.closed = asyncio.Event()
+        self._idle = asyncio.Event()
         self._on_stream = on_stream
         self._on_drain = on_drain
         self._send_pings = send_pings
@@ -478,6 +479,12 @@ class Session:
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         await self._fail(code, reason, by_peer=False)
 
+    async def idle(self) -> None:
+        """Wait until no stream is open (or the connection closed); used when draining."""
+        while self._streams and self.close_info is None:
+            self._idle.clear()
+            await self._idle.wait()
+
     @property
     def stream_count(self) -> int:
         return len(self._streams)
@@ -497,6 +504,8 @@ class Session:
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
+        if not self._streams:
+            self._idle.set()
 
     def _arm_timer(self) -> None:
         self._timer = self._loop.call_later(self.heartbeat_interval, self._tick)
@@ -537,6 +546,7 @@ class Session:
                 StreamReset(ResetCode.CONNECTION_LOST, "tunnel connection lost", by_peer=False)
             )
         self._streams.clear()
+        self._idle.set()
         if self._timer is not None:
             self._timer.cancel()
         # Handlers may be waiting on their upstream (a watch); nobody can receive their output.

@@ -1,0 +1,116 @@
+"""Serves proxy streams: replays each HTTP request against the kube-apiserver, streams back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+from prometheus_client import Counter
+
+from app.agent.kube import KubeTarget
+from app.tunnel.frames import ResetCode
+from app.tunnel.session import Stream
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "authorization",
+    }
+)
+REQUESTS = Counter("clusterport_agent_proxy_requests_total", "Proxied requests", ["outcome"])
+# Watches stay open for as long as the client wants; only connecting is bounded.
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
+
+
+class KubeProxy:
+    """One per agent process: a pooled HTTP client to the kube-apiserver."""
+
+    def __init__(self, target: KubeTarget) -> None:
+        self.target = target
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=target.ssl_context, limit=0),
+            auto_decompress=False,
+            timeout=UPSTREAM_TIMEOUT,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def kubernetes_version(self) -> str:
+        try:
+            async with self.client.get(
+                self.target.base_url + "/version",
+                headers=self._auth(),
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp:
+                if resp.status == 200:
+                    return str((await resp.json(content_type=None)).get("gitVersion", "unknown"))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            pass
+        return "unknown"
+
+    def _auth(self) -> dict[str, str]:
+        header = self.target.auth_header()
+        return {"Authorization": header} if header else {}
+
+    async def handle(self, stream: Stream) -> None:
+        try:
+            head = json.loads(stream.meta)
+            method = str(head["method"])
+            path = str(head["path"])
+            if not path.startswith("/"):
+                raise ValueError(path)
+            headers = [(str(k), str(v)) for k, v in head.get("headers", [])]
+            has_body = bool(head.get("body"))
+        except (ValueError, KeyError, TypeError):
+            REQUESTS.labels("bad_request").inc()
+            await stream.reset(ResetCode.BAD_REQUEST, "malformed request head")
+            return
+        out = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
+        out.extend(self._auth().items())
+        try:
+            async with self.client.request(
+                method,
+                self.target.base_url + path,
+                headers=out,
+                data=_body(stream) if has_body else None,
+                allow_redirects=False,
+            ) as resp:
+                reply = {
+                    "status": resp.status,
+                    "headers": [
+                        [k, v] for k, v in _decoded(resp.raw_headers) if k.lower() not in HOP_BY_HOP
+                    ],
+                }
+                await stream.send_headers(json.dumps(reply).encode())
+                async for chunk in resp.content.iter_any():
+                    await stream.write(chunk)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
+            REQUESTS.labels("upstream_unreachable").inc()
+            await stream.reset(ResetCode.UPSTREAM_UNREACHABLE, "kube-apiserver unreachable")
+            return
+        except TimeoutError:
+            REQUESTS.labels("upstream_timeout").inc()
+            await stream.reset(ResetCode.UPSTREAM_TIMEOUT, "kube-apiserver timed out")
+            return
+        REQUESTS.labels("ok").inc()
+        await stream.end()
+
+
+async def _body(stream: Stream) -> AsyncIterator[bytes]:
+    while chunk := await stream.read():
+        yield chunk
+
+
+def _decoded(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
