@@ -113,6 +113,7 @@ class AgentServer:
         UPGRADES.labels(code).inc()
         body = json.dumps({"error": {"code": code, "message": message}})
         response = ws.respond(status, body + "\n")
+        del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json"
         if retry_after is not None:
             # Jittered so refused agents do not come back in lockstep.

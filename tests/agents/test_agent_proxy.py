@@ -262,3 +262,31 @@ async def test_agent_serves_liveness_readiness_and_metrics(
         assert (await http.get(f"{base}/readiness")).status_code == 200
         metrics = (await http.get(f"{base}/metrics")).text
     assert "clusterport_agent_connected 1.0" in metrics
+
+
+async def test_a_client_that_stops_reading_does_not_stall_other_requests(
+    connected: tuple[AgentSetup, AgentServerProc, Process], kube_cluster: Any, tmp_path: Path
+) -> None:
+    setup, server, agent = connected
+    context = ssl.create_default_context(cafile=server.env["CLUSTERPORT_AGENT_TLS_CA_FILE"])
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.proxy_port, ssl=context, limit=1024
+    )
+    # The OpenAPI v2 document is several MiB: far more than the tunnel window and socket buffers.
+    writer.write(
+        (
+            f"GET /k8s-proxy/agents/{setup.agent_id}/openapi/v2 HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nAuthorization: Bearer {setup.developer_token}\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    status_line = await reader.readline()  # read only the status line, then stop reading
+    assert b"200" in status_line
+    config = write_kubeconfig(setup, server, tmp_path / "kc", setup.developer_token)
+    for _ in range(3):
+        got = kubectl(kube_cluster, config, "get", "namespace", "default", "-o", "name")
+        assert got.returncode == 0, got.stderr
+    writer.close()
+    assert agent.alive() and server.process.alive()
+    [row] = await setup.connections()
+    assert row["replica"] == server.replica
