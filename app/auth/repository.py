@@ -22,7 +22,8 @@ async def get_by_hash(session: AsyncSession, token_hash: str) -> Row[Any] | None
         AccessToken.last_used_at,
         AccessToken.revoked_at,
     ).where(AccessToken.token_hash == token_hash)
-    return (await session.execute(query)).one_or_none()
+    row: Row[Any] | None = (await session.execute(query)).one_or_none()
+    return row
 
 
 async def get(session: AsyncSession, token_id: int, project_id: int | None) -> AccessToken | None:
