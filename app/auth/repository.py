@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +11,9 @@ from app.auth.models import AccessToken
 from app.core.pagination import PageParams, paginate_query
 
 
-async def get_by_hash(session: AsyncSession, token_hash: str) -> Row[Any] | None:
+async def get_by_hash(
+    session: AsyncSession, token_hash: str
+) -> Row[int, str, str, int | None, datetime | None, datetime | None, datetime | None] | None:
     # Every request runs this: plain columns, no ORM identity map.
     query = select(
         AccessToken.id,
@@ -22,8 +24,7 @@ async def get_by_hash(session: AsyncSession, token_hash: str) -> Row[Any] | None
         AccessToken.last_used_at,
         AccessToken.revoked_at,
     ).where(AccessToken.token_hash == token_hash)
-    row: Row[Any] | None = (await session.execute(query)).one_or_none()
-    return row
+    return (await session.execute(query)).one_or_none()
 
 
 async def get(session: AsyncSession, token_id: int, project_id: int | None) -> AccessToken | None:
