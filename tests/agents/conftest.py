@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.conftest import Api
 
 from tests.agents.support import (
     AgentServerProc,
@@ -20,6 +19,7 @@ from tests.agents.support import (
     start_agent,
     start_agent_server,
 )
+from tests.conftest import Api
 
 T = TypeVar("T")
 

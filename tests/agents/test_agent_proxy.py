@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.kubeapi import unique_name
 
 from tests.agents.conftest import AgentSetup, Processes, eventually
 from tests.agents.support import CLUSTERPORT, AgentServerProc, Process
+from tests.support.kubeapi import unique_name
 
 
 def write_kubeconfig(setup: AgentSetup, server: AgentServerProc, path: Path, token: str) -> Path:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.auth.tokens import hash_token
-from app.core.db import session_scope
 from sqlalchemy import select
-from tests.conftest import Api
 
 from app.agents.models import AgentToken
+from app.auth.tokens import hash_token
+from app.core.db import session_scope
+from tests.conftest import Api
 
 
 async def test_register_list_and_get_agents(admin: Api) -> None:

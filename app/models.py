@@ -1,0 +1,23 @@
+"""Every ORM model, imported in one place so Alembic and mappers see the whole schema."""
+
+from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
+from app.audit.models import AuditEvent
+from app.auth.models import AccessToken
+from app.clusters.models import Cluster, KubernetesPlatform
+from app.core.db import Base
+from app.namespaces.models import ProjectNamespace
+from app.projects.models import Project
+
+__all__ = [
+    "AccessToken",
+    "Agent",
+    "AgentConnection",
+    "AgentServerReplica",
+    "AgentToken",
+    "AuditEvent",
+    "Base",
+    "Cluster",
+    "KubernetesPlatform",
+    "Project",
+    "ProjectNamespace",
+]
