@@ -1,0 +1,3 @@
+"""Shared fixtures for the whole test suite."""
+
+pytest_plugins = ["tests.support.kubeapi"]
