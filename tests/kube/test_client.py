@@ -262,8 +262,11 @@ def test_certificate_for_another_host_is_tls_error(kube_cluster: KubeCluster) ->
     url = kube_cluster.url.replace("127.0.0.1", "localhost")
     if url == kube_cluster.url:
         pytest.fail("this test needs the cluster on https://127.0.0.1 (the local control plane)")
-    with KubeClient.from_platform(
-        url, kube_cluster.ca_pem, kube_cluster.token, allow_local=True
-    ) as client, pytest.raises(KubeError) as excinfo:
+    with (
+        KubeClient.from_platform(
+            url, kube_cluster.ca_pem, kube_cluster.token, allow_local=True
+        ) as client,
+        pytest.raises(KubeError) as excinfo,
+    ):
         client.version()
     assert _error_code(excinfo) == "tls_error"
