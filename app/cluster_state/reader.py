@@ -3,20 +3,13 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
+from app.cluster_state.schemas import ResourceKind
 from app.kube import KubeClient
 
 MAX_ITEMS = 500
-
-
-class ResourceKind(enum.StrEnum):
-    pods = "pods"
-    deployments = "deployments"
-    services = "services"
-    namespaces = "namespaces"
 
 
 def _when(value: datetime | None) -> str | None:

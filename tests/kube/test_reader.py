@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from app.cluster_state.reader import ResourceKind, read_resources
+from app.cluster_state.reader import read_resources
+from app.cluster_state.schemas import ResourceKind
 from app.kube import KubeClient
 from tests.support.kubeapi import KubeCluster
 
