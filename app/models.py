@@ -3,6 +3,7 @@
 from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
 from app.audit.models import AuditEvent
 from app.auth.models import AccessToken
+from app.cluster_state.models import ClusterResourceCache
 from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.db import Base
 from app.namespaces.models import ProjectNamespace
@@ -17,6 +18,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Cluster",
+    "ClusterResourceCache",
     "KubernetesPlatform",
     "Project",
     "ProjectNamespace",
