@@ -9,6 +9,7 @@ import random
 import ssl
 from typing import Any
 
+import uvloop
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from websockets.asyncio.client import connect
@@ -179,7 +180,7 @@ async def run(settings: AgentSettings) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(AgentSettings()))
+        uvloop.run(run(AgentSettings()))
 
 
 if __name__ == "__main__":

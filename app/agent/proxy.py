@@ -92,9 +92,12 @@ class KubeProxy:
                         [k, v] for k, v in _decoded(resp.raw_headers) if k.lower() not in HOP_BY_HOP
                     ],
                 }
-                await stream.send_headers(json.dumps(reply).encode())
-                async for chunk in resp.content.iter_any():
-                    await stream.write(chunk)
+                content = resp.content
+                # END rides on the last frame: a small response is HEADERS + one DATA.
+                await stream.send_headers(json.dumps(reply).encode(), end=content.at_eof())
+                while not content.at_eof():
+                    chunk = await content.readany()
+                    await stream.write(chunk, end=content.at_eof() or not chunk)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
             REQUESTS.labels("upstream_unreachable").inc()
             await stream.reset(ResetCode.UPSTREAM_UNREACHABLE, "kube-apiserver unreachable")
@@ -104,7 +107,6 @@ class KubeProxy:
             await stream.reset(ResetCode.UPSTREAM_TIMEOUT, "kube-apiserver timed out")
             return
         REQUESTS.labels("ok").inc()
-        await stream.end()
 
 
 async def _body(stream: Stream) -> AsyncIterator[bytes]:

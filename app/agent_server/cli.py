@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import uvloop
 import yaml
 
 DEFAULT_PROXY_URL = "http://127.0.0.1:8154"
@@ -79,7 +80,7 @@ def cmd_agent_server(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await _build_server().run(stop)
 
-    asyncio.run(main())
+    uvloop.run(main())
     return 0
 
 

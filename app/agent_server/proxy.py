@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -18,13 +19,14 @@ from app.auth.models import Role
 from app.auth.service import authenticate
 from app.auth.tokens import hash_token
 from app.core.db import async_session
-from app.core.errors import AppError, NotFoundError
+from app.core.errors import AppError, NotFoundError, ServiceUnavailableError
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Session, SessionClosed, Stream, StreamReset
 
 if TYPE_CHECKING:
     from app.agent_server.server import AgentServer
 
+log = logging.getLogger("clusterport.agent_server.proxy")
 PREFIX = "/k8s-proxy/agents/"
 ROUTED_HEADER = "X-Clusterport-Routed-From"
 DROP_REQUEST = frozenset(
@@ -52,7 +54,9 @@ PROXIED = Counter("clusterport_agent_proxy_requests_total", "Proxy requests", ["
 class KubeProxyHandler:
     def __init__(self, server: AgentServer) -> None:
         self.server = server
-        self._auth_cache: dict[tuple[str, int], tuple[float, AppError | None]] = {}
+        # (token hash, agent) -> (valid until, outcome). Concurrent misses share one lookup, so
+        # 64 requests arriving as an entry expires cost one database round trip, not 64.
+        self._auth_cache: dict[tuple[str, int], tuple[float, asyncio.Future[AppError | None]]] = {}
         self._client: aiohttp.ClientSession | None = None
 
     @property
@@ -102,13 +106,25 @@ class KubeProxyHandler:
         key = (hash_token(raw), agent_id)
         now = time.monotonic()
         cached = self._auth_cache.get(key)
-        if cached is not None and cached[0] > now:
-            error = cached[1]
-        else:
-            error = await self._check(raw, agent_id)
+        if cached is None or cached[0] <= now:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
-            self._auth_cache[key] = (now + AUTH_CACHE_SECONDS, error)
+            future: asyncio.Future[AppError | None] = asyncio.get_running_loop().create_future()
+            self._auth_cache[key] = (now + AUTH_CACHE_SECONDS, future)
+            try:
+                future.set_result(await self._check(raw, agent_id))
+            except Exception:
+                # Database trouble: answer 503 to everyone waiting, retry on the next request.
+                log.exception("proxy authorization failed")
+                self._auth_cache.pop(key, None)
+                future.set_result(
+                    ServiceUnavailableError(
+                        "cannot check the token right now", code="auth_unavailable"
+                    )
+                )
+        else:
+            future = cached[1]
+        error = await asyncio.shield(future)
         if error is None:
             return None
         return status_response(error.status_code, error.code, error.message, HOP_SERVER)
@@ -141,16 +157,13 @@ class KubeProxyHandler:
         has_body = request.body_exists
         head = {"method": request.method, "path": path, "headers": headers, "body": has_body}
         try:
-            stream = await session.open_stream(json.dumps(head).encode())
+            stream = await session.open_stream(json.dumps(head).encode(), end=not has_body)
         except SessionClosed:
             PROXIED.labels("local", "agent_gone").inc()
             return status_response(
                 503, "agent_not_connected", f"agent {agent_id} disconnected", HOP_AGENT
             )
         upload = asyncio.create_task(_upload(request, stream)) if has_body else None
-        if upload is None:
-            with contextlib.suppress(StreamReset, SessionClosed):
-                await stream.end()
         response: web.StreamResponse | None = None
         try:
             reply = json.loads(await stream.read_headers())
@@ -169,10 +182,14 @@ class KubeProxyHandler:
                 raise ConnectionResetError("tunnel stream reset mid-response") from None
             PROXIED.labels("local", f"reset_{exc.code}").inc()
             return _reset_status(exc, agent_id)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             # The client went away (a watch closed): stop the agent's upstream request too.
             await stream.reset(ResetCode.CANCEL, "client disconnected")
             raise
+        except ConnectionResetError:
+            await stream.reset(ResetCode.CANCEL, "client disconnected")
+            PROXIED.labels("local", "client_gone").inc()
+            return response or web.Response(status=499)
         finally:
             if upload is not None:
                 upload.cancel()

@@ -85,6 +85,8 @@ _STREAM_FRAMES = frozenset(
         FrameType.WINDOW,
     }
 )
+# END may ride on the frame that opens, answers or carries the last data of a stream.
+_END_FRAMES = frozenset({FrameType.OPEN, FrameType.HEADERS, FrameType.DATA})
 _FIXED_SIZES = {FrameType.WINDOW: 4, FrameType.PING: 8, FrameType.PONG: 8, FrameType.END: 0}
 _WINDOW = struct.Struct("!I")
 _RESET = struct.Struct("!H")
@@ -117,7 +119,7 @@ def decode(message: bytes, max_payload: int) -> Frame:
         raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, f"{frame_type.name} has a bad length")
     if frame_type is FrameType.RESET and len(payload) < _RESET.size:
         raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "RESET without an error code")
-    if flags & ~FLAG_END or (flags and frame_type is not FrameType.DATA):
+    if flags & ~FLAG_END or (flags and frame_type not in _END_FRAMES):
         raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "unknown frame flags")
     return Frame(frame_type, stream_id, payload, flags)
 

@@ -140,12 +140,20 @@ class Stream:
         """The HEADERS the accepting side sent back (the opener waits for it)."""
         return await asyncio.shield(self._headers)
 
-    async def send_headers(self, meta: bytes) -> None:
+    async def send_headers(self, meta: bytes, *, end: bool = False) -> None:
+        """Send the reply head; `end` when no data follows (one frame instead of two)."""
         self._check_open()
-        await self._session.send_frame(FrameType.HEADERS, self.id, meta)
+        if end:
+            self._local_ended = True
+        await self._session.send_frame(FrameType.HEADERS, self.id, meta, FLAG_END if end else 0)
+        if end:
+            self._maybe_forget()
 
-    async def write(self, data: bytes) -> None:
-        """Send data, waiting for credit; a slow peer reader only blocks this stream."""
+    async def write(self, data: bytes, *, end: bool = False) -> None:
+        """Send data, waiting for credit; a slow peer reader only blocks this stream.
+
+        `end` marks the last frame, saving a separate END frame.
+        """
         view = memoryview(data)
         max_payload = self._session.peer_max_payload
         while view:
@@ -156,8 +164,18 @@ class Stream:
                 continue
             size = min(len(view), self._credit, max_payload)
             self._credit -= size
-            await self._session.send_frame(FrameType.DATA, self.id, bytes(view[:size]))
+            last = end and size == len(view)
+            if last:
+                self._local_ended = True
+            await self._session.send_frame(
+                FrameType.DATA, self.id, bytes(view[:size]), FLAG_END if last else 0
+            )
             view = view[size:]
+        if end:
+            if not self._local_ended:
+                await self.end()
+            else:
+                self._maybe_forget()
 
     async def end(self) -> None:
         """Half-close: no more data from this side."""
@@ -387,6 +405,8 @@ class Session:
             stream = self._streams.get(frame.stream_id)
             if stream is not None and not stream._headers.done():
                 stream._headers.set_result(frame.payload)
+                if frame.flags & FLAG_END:
+                    stream._on_end()
         elif kind is FrameType.END:
             stream = self._streams.get(frame.stream_id)
             if stream is not None:
@@ -433,6 +453,8 @@ class Session:
             return
         stream = Stream(self, sid, frame.payload)
         self._streams[sid] = stream
+        if frame.flags & FLAG_END:
+            stream._remote_ended = True
         task = self._loop.create_task(self._serve(stream, self._on_stream))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
@@ -453,8 +475,11 @@ class Session:
 
     # -- local actions -------------------------------------------------------------------------
 
-    async def open_stream(self, meta: bytes) -> Stream:
-        """Open a stream carrying `meta` (the request head, for the proxy)."""
+    async def open_stream(self, meta: bytes, *, end: bool = False) -> Stream:
+        """Open a stream carrying `meta` (the request head, for the proxy).
+
+        `end`: the opener sends no data (a GET), so OPEN also ends its side.
+        """
         if self.close_info is not None:
             raise SessionClosed("connection closed")
         if self.draining:
@@ -463,7 +488,8 @@ class Session:
         self._next_id += 2
         stream = Stream(self, sid, meta)
         self._streams[sid] = stream
-        await self.send_frame(FrameType.OPEN, sid, meta)
+        stream._local_ended = end
+        await self.send_frame(FrameType.OPEN, sid, meta, FLAG_END if end else 0)
         return stream
 
     async def drain(self, reconnect_after_ms: int) -> None:
