@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from app.agent.config import AgentSettings
-from app.agent.kube import KubeTarget, from_kubeconfig, in_cluster
+from app.agent.kube import from_kubeconfig, in_cluster
 from app.agent.proxy import KubeProxy
 from app.tunnel.session import Limits, Session, SessionClosed
 from app.tunnel.transport import WebsocketTransport
@@ -45,9 +45,9 @@ class Backoff:
 
 
 class Agent:
-    def __init__(self, settings: AgentSettings, target: KubeTarget) -> None:
+    def __init__(self, settings: AgentSettings, proxy: KubeProxy) -> None:
         self.settings = settings
-        self.proxy = KubeProxy(target)
+        self.proxy = proxy
         self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.connected = False
         self.session: Session | None = None
@@ -169,7 +169,7 @@ async def run(settings: AgentSettings) -> None:
         else in_cluster()
     )
     settings.read_token()  # fail at start, not in the loop, when no token is configured
-    agent = Agent(settings, target)
+    agent = Agent(settings, KubeProxy(target))
     runner = await _liveness_app(agent)
     try:
         await agent.run_forever()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -28,6 +29,7 @@ HOP_BY_HOP = frozenset(
 )
 REQUESTS = Counter("clusterport_agent_proxy_requests_total", "Proxied requests", ["outcome"])
 # Watches stay open for as long as the client wants; only connecting is bounded.
+VERSION_TTL = 600.0
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
 
 
@@ -36,6 +38,7 @@ class KubeProxy:
 
     def __init__(self, target: KubeTarget) -> None:
         self.target = target
+        self._version: tuple[float, str] | None = None
         self.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=target.ssl_context, limit=0),
             auto_decompress=False,
@@ -47,6 +50,16 @@ class KubeProxy:
         await self.client.close()
 
     async def kubernetes_version(self) -> str:
+        """The API server's version, for the HELLO; cached so reconnect storms stay cheap."""
+        now = time.monotonic()
+        if self._version is not None and now - self._version[0] < VERSION_TTL:
+            return self._version[1]
+        version = await self._fetch_version()
+        if version != "unknown":
+            self._version = (now, version)
+        return version
+
+    async def _fetch_version(self) -> str:
         try:
             async with self.client.get(
                 self.target.base_url + "/version",
