@@ -19,8 +19,8 @@ Networks = Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDeco
 class AgentServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLUSTERPORT_", extra="ignore")
 
-    database_url: str = "sqlite+aiosqlite:///clusterport.db"
-    agent_bind_host: str = "0.0.0.0"  # noqa: S104 - agents dial in from other networks
+    # Where the agent and proxy ports listen; CLUSTERPORT_BIND_HOST when unset.
+    agent_bind_host: str | None = None
     agent_port: int = 8150
     health_port: int = 8151
     agent_proxy_port: int = 8154
@@ -56,6 +56,12 @@ class AgentServerSettings(BaseSettings):
         if isinstance(value, str):
             return [ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v]
         return value
+
+    @property
+    def bind_host(self) -> str:
+        from app.core.settings import get_settings
+
+        return self.agent_bind_host or get_settings().bind_host
 
     @property
     def advertise_url(self) -> str:

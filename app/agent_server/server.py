@@ -295,13 +295,16 @@ class AgentServer:
         try:
             async with serve(
                 self.handle_agent,
-                settings.agent_bind_host,
+                settings.bind_host,
                 settings.agent_port,
                 process_request=self.process_request,
                 compression=None,
                 ping_interval=None,
                 max_size=self.limits.max_message,
                 max_queue=4,
+                # A restart brings every agent back at once; a short accept queue would drop
+                # SYNs and turn the storm into one-second retransmit waves.
+                backlog=4096,
                 ssl=settings.server_ssl(),
                 server_header=None,
             ) as ws_server:
@@ -340,7 +343,7 @@ class AgentServer:
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         tls = self.settings.server_ssl() if name == "proxy" else None
-        site = web.TCPSite(runner, self.settings.agent_bind_host, port, ssl_context=tls)
+        site = web.TCPSite(runner, self.settings.bind_host, port, ssl_context=tls)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
