@@ -54,12 +54,13 @@ async def all_connected(agents: list[Agent], limit: float = 300) -> float:
 
 async def restart(
     server: ServerProcess, env: dict[str, str], agents: list[Agent], sig: int
-) -> tuple[ServerProcess, float, dict[str, float]]:
+) -> tuple[ServerProcess, float, float, dict[str, float]]:
     before = attempts()
     started = time.monotonic()
     server.popen.send_signal(sig)
     await asyncio.to_thread(server.popen.wait)
     new = await asyncio.to_thread(start_server, env, server.agent_port)
+    ready = time.monotonic() - started
     # Wait until the agents noticed the old server went away, then until all are back.
     while all(agent.connected for agent in agents) and time.monotonic() - started < 5:
         await asyncio.sleep(0.01)
@@ -67,7 +68,7 @@ async def restart(
     took = time.monotonic() - started
     after = attempts()
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    return new, took, delta
+    return new, took, ready, delta
 
 
 async def bare_baseline(count: int) -> float:
@@ -115,21 +116,21 @@ async def run(count: int) -> None:
         try:
             first = await all_connected(agents)
             print(f"{count} agents connected from cold in {first:.1f} s")
-            server, graceful, graceful_attempts = await restart(
+            server, graceful, graceful_ready, graceful_attempts = await restart(
                 server, seeded.env, agents, signal.SIGTERM
             )
-            server, crash, crash_attempts = await restart(
+            server, crash, crash_ready, crash_attempts = await restart(
                 server, seeded.env, agents, signal.SIGKILL
             )
-            for name, took, counts in (
-                ("graceful restart (drain hint)", graceful, graceful_attempts),
-                ("crash restart (SIGKILL)", crash, crash_attempts),
+            for name, took, ready, counts in (
+                ("graceful restart (drain hint)", graceful, graceful_ready, graceful_attempts),
+                ("crash restart (SIGKILL)", crash, crash_ready, crash_attempts),
             ):
                 failed = sum(v for k, v in counts.items() if k != "ok")
                 detail = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(counts.items()))
                 print(
-                    f"{name:>30}: all {count} back in {took:5.1f} s; "
-                    f"failed attempts {failed:.0f} ({detail})"
+                    f"{name:>30}: all {count} back in {took:5.1f} s (new server ready after "
+                    f"{ready:.1f} s); failed attempts {failed:.0f} ({detail})"
                 )
             print(f"{'baseline (bare websockets)':>30}: {count} plain connects in {baseline:.1f} s")
         finally:

@@ -30,6 +30,7 @@ HOP_BY_HOP = frozenset(
 REQUESTS = Counter("clusterport_agent_proxy_requests_total", "Proxied requests", ["outcome"])
 # Watches stay open for as long as the client wants; only connecting is bounded.
 VERSION_TTL = 600.0
+VERSION_RETRY = 30.0
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
 
 
@@ -52,11 +53,12 @@ class KubeProxy:
     async def kubernetes_version(self) -> str:
         """The API server's version, for the HELLO; cached so reconnect storms stay cheap."""
         now = time.monotonic()
-        if self._version is not None and now - self._version[0] < VERSION_TTL:
+        if self._version is not None and now < self._version[0]:
             return self._version[1]
         version = await self._fetch_version()
-        if version != "unknown":
-            self._version = (now, version)
+        # A failed lookup is retried sooner, but not on every reconnect attempt.
+        ttl = VERSION_TTL if version != "unknown" else VERSION_RETRY
+        self._version = (now + ttl, version)
         return version
 
     async def _fetch_version(self) -> str:
