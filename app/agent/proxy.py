@@ -28,6 +28,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 REQUESTS = Counter("clusterport_agent_proxy_requests_total", "Proxied requests", ["outcome"])
+_OK = REQUESTS.labels("ok")
 # Watches stay open for as long as the client wants; only connecting is bounded.
 VERSION_TTL = 600.0
 VERSION_RETRY = 30.0
@@ -121,7 +122,7 @@ class KubeProxy:
             REQUESTS.labels("upstream_timeout").inc()
             await stream.reset(ResetCode.UPSTREAM_TIMEOUT, "kube-apiserver timed out")
             return
-        REQUESTS.labels("ok").inc()
+        _OK.inc()
 
 
 async def _body(stream: Stream) -> AsyncIterator[bytes]:

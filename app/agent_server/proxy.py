@@ -49,6 +49,7 @@ DROP_RESPONSE = frozenset(
 )
 AUTH_CACHE_SECONDS = 2.0
 PROXIED = Counter("clusterport_agent_proxy_requests_total", "Proxy requests", ["route", "outcome"])
+_LOCAL_OK = PROXIED.labels("local", "ok")
 
 
 class KubeProxyHandler:
@@ -124,7 +125,7 @@ class KubeProxyHandler:
                 )
         else:
             future = cached[1]
-        error = await asyncio.shield(future)
+        error = future.result() if future.done() else await asyncio.shield(future)
         if error is None:
             return None
         return status_response(error.status_code, error.code, error.message, HOP_SERVER)
@@ -175,7 +176,7 @@ class KubeProxyHandler:
             while chunk := await stream.read():
                 await response.write(chunk)
             await response.write_eof()
-            PROXIED.labels("local", "ok").inc()
+            _LOCAL_OK.inc()
             return response
         except StreamReset as exc:
             if response is not None:
