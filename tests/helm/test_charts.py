@@ -130,7 +130,11 @@ def test_server_chart_defaults(kube_cluster: KubeCluster, helm: str, namespace: 
         render(helm, SERVER_CHART, namespace, "-f", ci_values(SERVER_CHART, "default")),
     )
     deployments = by_kind(objects, "Deployment")
-    assert set(deployments) == {"rel-clusterport-api", "rel-clusterport-agent-server", "rel-clusterport-worker"}
+    assert set(deployments) == {
+        "rel-clusterport-api",
+        "rel-clusterport-agent-server",
+        "rel-clusterport-worker",
+    }
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name

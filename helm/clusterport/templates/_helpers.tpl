@@ -79,12 +79,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail "broker.url is required (amqp://USER:PASSWORD@HOST:5672/VHOST), or set secrets.existingSecret to a Secret that holds it" }}
 {{- end }}
 {{- end }}
-{{- range $component := list "api" "agentServer" "worker" }}
-{{- $pdb := (index $.Values $component).pdb }}
-{{- if and $pdb.enabled $pdb.maxUnavailable $pdb.minAvailable }}
-{{- fail (printf "%s.pdb: set maxUnavailable or minAvailable, not both" $component) }}
-{{- end }}
-{{- end }}
 {{- end }}
 
 {{/* Environment shared by every server process. */}}
