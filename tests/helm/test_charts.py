@@ -289,3 +289,43 @@ def test_agent_chart_cluster_wide_opt_in(
     volume = by_kind(objects, "Deployment")["agent"]["spec"]["template"]["spec"]["volumes"][0]
     assert volume["secret"]["secretName"] == "agent-token"
     assert volume["secret"]["items"] == [{"key": "agent-token", "path": "token"}]
+
+
+def test_generated_encryption_key_survives_upgrade_and_uninstall(
+    kube_cluster: KubeCluster, helm: str, namespace: str
+) -> None:
+    """A real release: the key generated at install is reused on upgrade and kept on uninstall.
+
+    Hooks are off because the cluster has no kubelet to run the migration Job.
+    """
+
+    def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [helm, "--kubeconfig", str(kube_cluster.kubeconfig), "--namespace", namespace, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def stored_key() -> str:
+        secret = kube_cluster.kubectl_json("-n", namespace, "get", "secret", "keep-clusterport")
+        return base64.b64decode(secret["data"]["encryption-keys"]).decode()
+
+    values = ci_values(SERVER_CHART, "default")
+    run_helm("install", "keep", str(SERVER_CHART), "-f", values, "--no-hooks")
+    installed = stored_key()
+    Fernet(installed.encode())
+
+    upgrade = run_helm(
+        "upgrade", "keep", str(SERVER_CHART), "-f", values, "--no-hooks", "--dry-run=server"
+    )
+    assert base64.b64encode(installed.encode()).decode() in upgrade.stdout
+    run_helm("upgrade", "keep", str(SERVER_CHART), "-f", values, "--no-hooks")
+    assert stored_key() == installed
+
+    run_helm("uninstall", "keep")
+    assert stored_key() == installed, "the Secret with the key outlives the release"
+    assert kube_cluster.kubectl("-n", namespace, "get", "deployments", "-o", "name").stdout == ""
