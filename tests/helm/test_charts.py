@@ -113,6 +113,25 @@ def test_missing_required_values_fail_with_a_clear_message(
     assert message in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("chart", "setting", "message"),
+    [
+        (SERVER_CHART, "ingres.api.enabled=true", "additional properties 'ingres' not allowed"),
+        (SERVER_CHART, "broker.url=redis://cache:6379", "broker"),
+        (AGENT_CHART, "serverUrl=https://agent.example.com", "serverUrl"),
+    ],
+)
+def test_values_schema_rejects_mistakes(helm: str, chart: Path, setting: str, message: str) -> None:
+    proc = subprocess.run(
+        [helm, "template", "rel", str(chart), "-f", ci_values(chart, "default"), "--set", setting],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "schema" in proc.stderr and message in proc.stderr, proc.stderr
+
+
 def test_agent_chart_requires_a_token(helm: str) -> None:
     proc = subprocess.run(
         [helm, "template", "rel", str(AGENT_CHART), "--set", "serverUrl=wss://agent.example.com"],
