@@ -5,7 +5,7 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: resolve the locked dependencies and install the project into /opt/venv ---
+# --- build: the locked dependencies in /opt/venv, the project installed from /app ---
 FROM ${PYTHON_IMAGE} AS build
 
 ARG UV_VERSION=0.13.9
@@ -19,18 +19,22 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 RUN pip install "uv==${UV_VERSION}"
 
-WORKDIR /src
+# The source lives in /app in both stages: `clusterport migrate` finds alembic.ini and migrations/
+# next to the `app` package, so the project is installed in editable mode from there.
+WORKDIR /app
 
 # Dependencies first, in their own layer, so code changes do not reinstall them.
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 
-# Then the project itself, installed as a regular (non-editable) package.
+COPY alembic.ini ./
+COPY migrations ./migrations
 COPY app ./app
 COPY workers ./workers
-RUN uv sync --frozen --no-dev --no-editable
+RUN uv sync --frozen --no-dev \
+ && python -m compileall -q app workers migrations
 
-# --- runtime: the interpreter, the virtualenv, the migrations; no compiler, no uv ---
+# --- runtime: the interpreter, the virtualenv and /app; no uv, no build tools ---
 FROM ${PYTHON_IMAGE} AS runtime
 
 RUN groupadd --system --gid 10001 clusterport \
@@ -40,11 +44,8 @@ RUN groupadd --system --gid 10001 clusterport \
  && chown 10001:10001 /var/lib/clusterport
 
 COPY --from=build /opt/venv /opt/venv
-
-# alembic.ini sits in the working directory so `clusterport migrate` finds it and migrations/.
+COPY --from=build /app /app
 WORKDIR /app
-COPY alembic.ini ./
-COPY migrations ./migrations
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

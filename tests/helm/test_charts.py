@@ -199,7 +199,18 @@ def test_server_chart_defaults(kube_cluster: KubeCluster, helm: str, namespace: 
     # The Job runs before the release's Secret exists: it reads a hook Secret made just before.
     hook_secret = by_kind(objects, "Secret")["rel-clusterport-migrate"]
     assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
-    assert migrate["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "rel-clusterport-migrate"
+    assert hook_secret["data"] == {
+        "database-url": secret["data"]["database-url"],
+        "encryption-keys": secret["data"]["encryption-keys"],
+    }
+    migrate_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in migrate["env"][:2]}
+    assert migrate_env == {
+        "CLUSTERPORT_DATABASE_URL": {"name": "rel-clusterport-migrate", "key": "database-url"},
+        "CLUSTERPORT_ENCRYPTION_KEYS": {
+            "name": "rel-clusterport-migrate",
+            "key": "encryption-keys",
+        },
+    }
 
     assert not by_kind(objects, "Ingress")
     assert not by_kind(objects, "ServiceMonitor")

@@ -69,6 +69,28 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/*
+The encryption keys of the chart's Secret: the given ones, else the key generated at first
+install (read back from the Secret: a new key would orphan every stored secret), else a new
+one. Memoised in .Values so the release Secret and the migration hook Secret agree.
+*/}}
+{{- define "clusterport.encryptionKeys" -}}
+{{- if not (hasKey .Values "_encryptionKeys") }}
+{{- $keys := .Values.encryptionKeys }}
+{{- if not $keys }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "clusterport.fullname" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data .Values.secrets.keys.encryptionKeys) }}
+{{- $keys = index $existing.data .Values.secrets.keys.encryptionKeys | b64dec }}
+{{- else }}
+{{- /* A Fernet key is 32 random bytes in URL-safe base64. */}}
+{{- $keys = randBytes 32 | replace "+" "-" | replace "/" "_" }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values "_encryptionKeys" $keys }}
+{{- end }}
+{{- .Values._encryptionKeys }}
+{{- end }}
+
 {{/* Fail early, at render time, when the connection settings are missing. */}}
 {{- define "clusterport.validate" -}}
 {{- if not .Values.secrets.existingSecret }}
