@@ -359,3 +359,32 @@ def test_generated_encryption_key_survives_upgrade_and_uninstall(
     run_helm("uninstall", "keep")
     assert stored_key() == installed, "the Secret with the key outlives the release"
     assert kube_cluster.kubectl("-n", namespace, "get", "deployments", "-o", "name").stdout == ""
+
+
+def test_agent_chart_binds_a_cluster_role_per_namespace(
+    kube_cluster: KubeCluster, helm: str, namespace: str
+) -> None:
+    other = unique_name("helm-test-apps")
+    kube_cluster.kubectl("create", "namespace", other)
+    try:
+        manifest = render(
+            helm,
+            AGENT_CHART,
+            namespace,
+            "-f",
+            ci_values(AGENT_CHART, "namespaces"),
+            "--set",
+            f"rbac.namespaces={{{namespace},{other}}}",
+        )
+        objects = dry_run(kube_cluster, manifest)
+    finally:
+        kube_cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+    assert not by_kind(objects, "Role") and not by_kind(objects, "ClusterRoleBinding")
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted([namespace, other])
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "edit",
+        }
