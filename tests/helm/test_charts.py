@@ -179,6 +179,25 @@ def test_server_chart_defaults(kube_cluster: KubeCluster, helm: str, namespace: 
             assert "replicas" not in deployment["spec"] or deployment["spec"]["replicas"] == 1
     assert deployments["rel-clusterport-worker"]["spec"]["replicas"] == 2
 
+    # Agent server: websocket and Kubernetes API proxy ports; each replica advertises its own
+    # pod address so the others can route proxied requests to it.
+    agent_pod = deployments["rel-clusterport-agent-server"]["spec"]["template"]["spec"]
+    (agent_container,) = agent_pod["containers"]
+    assert {p["name"]: p["containerPort"] for p in agent_container["ports"]} == {
+        "agent": 8150,
+        "proxy": 8154,
+        "health": 8151,
+    }
+    agent_env = {e["name"]: e for e in agent_container["env"]}
+    assert agent_env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert agent_env["CLUSTERPORT_AGENT_ADVERTISE_URL"]["value"] == "http://$(POD_IP):8154"
+    service = by_kind(objects, "Service")["rel-clusterport-agent-server"]
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {
+        "agent": "agent",
+        "proxy": "proxy",
+        "health": "health",
+    }
+
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
     (agent_metric,) = hpas["rel-clusterport-agent-server"]["spec"]["metrics"]
     assert agent_metric["resource"] == {
@@ -242,8 +261,14 @@ def test_server_chart_non_default(kube_cluster: KubeCluster, helm: str, namespac
     assert agent["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"] == (
         "3600"
     )
-    backend = agent["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": "cp-agent-server", "port": {"name": "agent"}}
+    routes = {
+        path["path"]: path["backend"]["service"]
+        for path in agent["spec"]["rules"][0]["http"]["paths"]
+    }
+    assert routes == {
+        "/": {"name": "cp-agent-server", "port": {"name": "agent"}},
+        "/k8s-proxy/": {"name": "cp-agent-server", "port": {"name": "proxy"}},
+    }
     assert ingresses["cp-api"]["spec"]["tls"][0]["secretName"] == "clusterport-api-tls"
     (monitor,) = by_kind(objects, "ServiceMonitor").values()
     assert monitor["spec"]["endpoints"][0]["port"] == "health"

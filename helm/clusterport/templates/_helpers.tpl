@@ -139,6 +139,19 @@ one. Memoised in .Values so the release Secret and the migration hook Secret agr
 {{- end }}
 {{- end }}
 
+{{/* Environment of the agent server only. */}}
+{{- define "clusterport.agentServerEnv" -}}
+- name: CLUSTERPORT_AGENT_PROXY_PORT
+  value: {{ .Values.ports.agentProxy | quote }}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+# Where the other replicas reach this one's proxy when it holds the agent's connection.
+- name: CLUSTERPORT_AGENT_ADVERTISE_URL
+  value: "http://$(POD_IP):{{ .Values.ports.agentProxy }}"
+{{- end }}
+
 {{/* Probes on the health port. */}}
 {{- define "clusterport.probes" -}}
 livenessProbe:
@@ -162,6 +175,9 @@ client may still want a temporary directory.
   mountPath: /tmp
 - name: data
   mountPath: /var/lib/clusterport
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "clusterport.volumes" -}}
@@ -169,6 +185,9 @@ client may still want a temporary directory.
   emptyDir: {}
 - name: data
   emptyDir: {}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
