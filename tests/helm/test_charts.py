@@ -413,3 +413,57 @@ def test_agent_chart_binds_a_cluster_role_per_namespace(
             "kind": "ClusterRole",
             "name": "edit",
         }
+
+
+def test_agent_service_account_gets_only_what_the_chart_grants(
+    kube_cluster: KubeCluster, helm: str, namespace: str
+) -> None:
+    """Install the agent chart for real and ask the API server what its account may do."""
+    other = unique_name("helm-test-other")
+    kube_cluster.kubectl("create", "namespace", other)
+    release = unique_name("rbac")  # cluster-scoped names stay unique on a shared cluster
+    account = f"system:serviceaccount:{namespace}:{release}-clusterport-agent"
+
+    def can(verb: str, resource: str, ns: str | None = None) -> bool:
+        scope = ["-n", ns] if ns else ["--all-namespaces"]
+        proc = kube_cluster.kubectl(
+            "auth", "can-i", verb, resource, "--as", account, *scope, check=False
+        )
+        answer = proc.stdout.strip()
+        assert answer in {"yes", "no"}, proc.stderr
+        return answer == "yes"
+
+    def helm_run(*args: str) -> None:
+        proc = subprocess.run(
+            [helm, "--kubeconfig", str(kube_cluster.kubeconfig), "--namespace", namespace, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    values = ci_values(AGENT_CHART, "default")
+    try:
+        helm_run("install", release, str(AGENT_CHART), "-f", values)
+        assert can("create", "deployments.apps", namespace)
+        assert can("patch", "configmaps", namespace)
+        assert can("get", "pods/log", namespace)
+        assert not can("delete", "pods", namespace)
+        assert not can("create", "rolebindings.rbac.authorization.k8s.io", namespace)
+        assert not can("create", "deployments.apps", other)
+        assert not can("list", "secrets", other)
+        assert not can("list", "namespaces")
+        assert not can("create", "clusterroles.rbac.authorization.k8s.io")
+
+        helm_run(
+            "upgrade", release, str(AGENT_CHART), "-f", values, "--set", "rbac.clusterWide=true"
+        )
+        assert can("create", "deployments.apps", other)
+        assert can("list", "namespaces")
+        assert not can("create", "clusterroles.rbac.authorization.k8s.io")
+        assert not can("delete", "namespaces")
+    finally:
+        helm_run("uninstall", release)
+        kube_cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+    assert not can("create", "deployments.apps", other)
