@@ -10,7 +10,6 @@ import pytest
 
 from tests.conftest import Api
 from tests.kube.helpers import Project, limited_token, wait_for
-from tests.kube.test_client import _other_ca_pem
 from tests.support.kubeapi import K8S_VERSION, KubeCluster, unique_name
 
 pytestmark = pytest.mark.usefixtures("allow_local_network", "worker")
@@ -43,12 +42,12 @@ def _closed_port_url() -> str:
     ],
 )
 async def test_failures_end_in_status_with_code(
-    admin: Api, kube_cluster: KubeCluster, case: str, status: str, code: str
+    admin: Api, kube_cluster: KubeCluster, test_ca_pem: str, case: str, status: str, code: str
 ) -> None:
     project = await Project.create(admin)
     options: dict[str, Any] = {
         "bad_token": {"token": "expired-or-revoked"},
-        "wrong_ca": {"ca_pem": _other_ca_pem()},
+        "wrong_ca": {"ca_pem": test_ca_pem},
         "closed_port": {"url": _closed_port_url()},
         "no_rbac": {"token": limited_token(kube_cluster)},
     }[case]
