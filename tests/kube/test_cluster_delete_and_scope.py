@@ -35,12 +35,8 @@ async def test_delete_cluster_removes_its_namespaces_first(
     await wait_for(lambda: admin.get(base), lambda r: r.status_code == 404, "cluster removal")
 
     for name in names:
-        got = kube_cluster.kubectl(
-            "get", "namespace", name, "-o", "jsonpath={.metadata.deletionTimestamp}", check=False
-        )
-        assert got.returncode != 0 or got.stdout.strip(), f"{name} was left in the cluster"
-    theirs = kube_cluster.kubectl_json("get", "namespace", f"{names[0]}-theirs")
-    assert theirs["metadata"].get("deletionTimestamp") is None
+        assert kube_cluster.namespace_state(name) != "active", f"{name} was left in the cluster"
+    assert kube_cluster.namespace_state(f"{names[0]}-theirs") == "active"
     kube_cluster.kubectl("delete", "namespace", f"{names[0]}-theirs", "--wait=false")
 
 

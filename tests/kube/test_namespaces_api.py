@@ -33,13 +33,6 @@ async def _settled(api: Api, path: str) -> dict[str, Any]:
     return result
 
 
-def _gone_or_terminating(kube_cluster: KubeCluster, name: str) -> bool:
-    got = kube_cluster.kubectl(
-        "get", "namespace", name, "-o", "jsonpath={.metadata.deletionTimestamp}", check=False
-    )
-    return got.returncode != 0 or got.stdout.strip() != ""
-
-
 async def test_lifecycle(admin: Api, kube_cluster: KubeCluster, tmp_path: Path) -> None:
     project = await Project.create(admin)
     cluster = await project.connected_cluster(kube_cluster)
@@ -101,7 +94,7 @@ async def test_lifecycle(admin: Api, kube_cluster: KubeCluster, tmp_path: Path) 
     await wait_for(
         lambda: admin.get(path), lambda r: r.status_code == 404, "the namespace record to go"
     )
-    assert _gone_or_terminating(kube_cluster, name)
+    assert kube_cluster.namespace_state(name) != "active"
 
 
 async def test_foreign_namespace_is_a_conflict(admin: Api, kube_cluster: KubeCluster) -> None:
@@ -131,8 +124,7 @@ async def test_foreign_namespace_is_a_conflict(admin: Api, kube_cluster: KubeClu
     await wait_for(
         lambda: admin.get(f"{base}/{ns['id']}"), lambda r: r.status_code == 404, "record removal"
     )
-    got = kube_cluster.kubectl_json("get", "namespace", name)
-    assert got["metadata"].get("deletionTimestamp") is None
+    assert kube_cluster.namespace_state(name) == "active"
 
 
 async def test_rbac_failure_halfway_leaves_nothing(admin: Api, kube_cluster: KubeCluster) -> None:
@@ -148,7 +140,7 @@ async def test_rbac_failure_halfway_leaves_nothing(admin: Api, kube_cluster: Kub
     ns = await _settled(admin, f"{base}/{created.json()['id']}")
 
     assert (ns["status"], ns["error"]["code"]) == ("failed", "forbidden")
-    assert _gone_or_terminating(kube_cluster, ns["namespace"])
+    assert kube_cluster.namespace_state(ns["namespace"]) != "active"
 
 
 async def test_bad_input(admin: Api, kube_cluster: KubeCluster) -> None:
