@@ -1,18 +1,26 @@
-"""The test process cannot dial a non-loopback address (see tests/support/loopback.py)."""
+"""Tests and their subprocesses cannot dial a non-loopback address (tests/support/loopback.py)."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from app.kube import KubeClient, KubeError
-from tests.support.loopback import NonLoopbackConnectError
 
 
 def test_public_address_is_refused_before_any_packet() -> None:
-    with socket.socket() as s, pytest.raises(NonLoopbackConnectError):
+    with socket.socket() as s, pytest.raises(OSError, match="only connect to loopback"):
         s.connect(("93.184.216.34", 443))  # refused by the guard, never sent
+
+
+def test_subprocesses_are_guarded_too() -> None:
+    code = "import socket; socket.socket().connect(('93.184.216.34', 443))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "only connect to loopback" in result.stderr
 
 
 def test_worker_client_to_public_cluster_fails_locally(test_ca_pem: str) -> None:
