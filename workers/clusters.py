@@ -25,12 +25,13 @@ MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 30_000
 
 
+def is_transient(exception: BaseException) -> bool:
+    return isinstance(exception, KubeError) and exception.transient
+
+
 def retry_transient(retries: int, exception: BaseException) -> bool:
-    return (
-        isinstance(exception, KubeError)
-        and exception.transient
-        and (retries < MAX_TRANSIENT_RETRIES)
-    )
+    """Dramatiq `retry_when`: only transient failures, a bounded number of times."""
+    return is_transient(exception) and retries < MAX_TRANSIENT_RETRIES
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def delete_cluster(cluster_id: int) -> None:
                 cluster = session.get(Cluster, cluster_id)
                 if cluster is not None:
                     cluster.error_code = exc.code
-            if retry_transient(0, exc):
+            if is_transient(exc):
                 raise
             return
     with session_scope() as session:

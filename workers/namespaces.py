@@ -16,6 +16,7 @@ from workers.clusters import (
     MIN_BACKOFF_MS,
     Connection,
     connection_of,
+    is_transient,
     namespace_spec,
     retry_transient,
 )
@@ -73,7 +74,7 @@ def ensure_namespace(namespace_id: int, polls: int = 0) -> None:
             token = provisioner.ensure(kube, spec)
     except (KubeError, UnsafeURLError) as exc:
         _fail(namespace_id, exc.code)
-        if retry_transient(0, exc):
+        if is_transient(exc):
             raise
         return
     if token is None:
@@ -110,7 +111,7 @@ def remove_namespace(namespace_id: int) -> None:
                 row = session.get(ProjectNamespace, namespace_id)
                 if row is not None:
                     row.error_code = exc.code
-            if retry_transient(0, exc):
+            if is_transient(exc):
                 raise
             return
     with session_scope() as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Update, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, Update, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,14 +28,9 @@ async def ensure_entry(session: AsyncSession, cluster_id: int, kind: str, namesp
         "namespace": namespace,
         "truncated": False,
     }
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(Entry).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(Entry).values(values).on_conflict_do_nothing()
-    else:  # pragma: no cover - the two databases clusterport supports are above
-        stmt = insert(Entry).values(values)
-    await session.execute(stmt)
+    # Postgres and SQLite, the two databases clusterport runs on, spell it the same way.
+    dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    await session.execute(dialect.insert(Entry).values(values).on_conflict_do_nothing())
 
 
 def claim_refresh(
