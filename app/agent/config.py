@@ -19,6 +19,8 @@ class AgentSettings(BaseSettings):
     # Kubeconfig to reach the kube-apiserver; the pod's service account when unset.
     kubeconfig: Path | None = None
     kube_context: str | None = None
+    # Where the pod's service account token and CA are mounted (in-cluster mode).
+    service_account_dir: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount")
     liveness_host: str = "0.0.0.0"  # noqa: S104 - probes come from the kubelet on the pod IP
     liveness_port: int = 8181
     backoff_base: float = 0.5

@@ -28,21 +28,23 @@ class KubeTarget:
 
     def auth_header(self) -> str | None:
         # Projected service account tokens rotate: re-read the file once a minute.
-        if self.token_file is not None and time.monotonic() - self._token_read_at > 60:
+        stale = self.token is None or time.monotonic() - self._token_read_at > 60
+        if self.token_file is not None and stale:
             self.token = self.token_file.read_text().strip()
             self._token_read_at = time.monotonic()
         return f"Bearer {self.token}" if self.token else None
 
 
-def in_cluster() -> KubeTarget:
+def in_cluster(account_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeTarget:
+    """The kube-apiserver as a pod sees it: service env variables and the mounted token."""
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host:
         raise SystemExit("not in a cluster: set CLUSTERPORT_AGENT_KUBECONFIG")
     if ":" in host:
         host = f"[{host}]"
-    context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
-    return KubeTarget(f"https://{host}:{port}", context, token_file=SERVICE_ACCOUNT_DIR / "token")
+    context = ssl.create_default_context(cafile=str(account_dir / "ca.crt"))
+    return KubeTarget(f"https://{host}:{port}", context, token_file=account_dir / "token")
 
 
 def from_kubeconfig(path: Path, context_name: str | None = None) -> KubeTarget:

@@ -166,7 +166,7 @@ async def run(settings: AgentSettings) -> None:
     target = (
         from_kubeconfig(settings.kubeconfig, settings.kube_context)
         if settings.kubeconfig
-        else in_cluster()
+        else in_cluster(settings.service_account_dir)
     )
     settings.read_token()  # fail at start, not in the loop, when no token is configured
     agent = Agent(settings, KubeProxy(target))

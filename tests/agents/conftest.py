@@ -89,8 +89,14 @@ class Processes:
         self.started.append(server.process)
         return server
 
-    def agent(self, server_url: str, token: str, kubeconfig: Path) -> Process:
-        agent = start_agent(self.tmp, server_url, token, kubeconfig, self.tls.cert)
+    def agent(
+        self,
+        server_url: str,
+        token: str,
+        kubeconfig: Path | None,
+        extra: dict[str, str] | None = None,
+    ) -> Process:
+        agent = start_agent(self.tmp, server_url, token, kubeconfig, self.tls.cert, extra)
         self.started.append(agent)
         return agent
 

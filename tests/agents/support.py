@@ -175,15 +175,23 @@ def start_agent_server(
     return proc
 
 
-def start_agent(tmp: Path, server_url: str, token: str, kubeconfig: Path, ca_file: Path) -> Process:
+def start_agent(
+    tmp: Path,
+    server_url: str,
+    token: str,
+    kubeconfig: Path | None,
+    ca_file: Path,
+    extra: dict[str, str] | None = None,
+) -> Process:
     env = {
         "CLUSTERPORT_AGENT_SERVER_CA_FILE": str(ca_file),
         "CLUSTERPORT_AGENT_SERVER_URL": server_url,
         "CLUSTERPORT_AGENT_TOKEN": token,
-        "CLUSTERPORT_AGENT_KUBECONFIG": str(kubeconfig),
+        **({"CLUSTERPORT_AGENT_KUBECONFIG": str(kubeconfig)} if kubeconfig else {}),
         "CLUSTERPORT_AGENT_LIVENESS_HOST": "127.0.0.1",
         "CLUSTERPORT_AGENT_LIVENESS_PORT": str(free_port()),
         "CLUSTERPORT_AGENT_BACKOFF_BASE": "0.1",
         "CLUSTERPORT_AGENT_BACKOFF_CAP": "1",
+        **(extra or {}),
     }
     return start("agent", ["agent"], env, tmp)

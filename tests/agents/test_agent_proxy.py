@@ -9,6 +9,7 @@ import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -290,3 +291,48 @@ async def test_a_client_that_stops_reading_does_not_stall_other_requests(
     assert agent.alive() and server.process.alive()
     [row] = await setup.connections()
     assert row["replica"] == server.replica
+
+
+async def test_in_cluster_agent_uses_its_service_account_and_token_file(
+    agent_setup: AgentSetup, processes: Processes, kube_cluster: Any, tmp_path: Path
+) -> None:
+    # What the kubelet mounts into the agent's pod: a service account token and the CA.
+    account = unique_name("agent-sa")
+    kube_cluster.kubectl("create", "serviceaccount", account, "-n", "default")
+    kube_cluster.kubectl(
+        "create",
+        "clusterrolebinding",
+        account,
+        "--clusterrole=view",
+        f"--serviceaccount=default:{account}",
+    )
+    mounted = tmp_path / "serviceaccount"
+    mounted.mkdir()
+    sa_token = kube_cluster.kubectl("create", "token", account, "-n", "default").stdout.strip()
+    (mounted / "token").write_text(sa_token)
+    (mounted / "ca.crt").write_text(kube_cluster.ca_pem)
+    # The agent token comes from a file (a mounted Secret), not the environment.
+    token_file = tmp_path / "agent-token"
+    token_file.write_text(agent_setup.token + "\n")
+    api = urlsplit(kube_cluster.url)
+    server = processes.server()
+    processes.agent(
+        server.agent_url,
+        "",
+        None,
+        {
+            "CLUSTERPORT_AGENT_TOKEN_FILE": str(token_file),
+            "CLUSTERPORT_AGENT_SERVICE_ACCOUNT_DIR": str(mounted),
+            "KUBERNETES_SERVICE_HOST": str(api.hostname),
+            "KUBERNETES_SERVICE_PORT": str(api.port),
+        },
+    )
+    await eventually(agent_setup.connections, "the in-cluster agent to connect")
+    config = write_kubeconfig(agent_setup, server, tmp_path / "kc", agent_setup.developer_token)
+    got = kubectl(kube_cluster, config, "get", "namespace", "default", "-o", "name")
+    assert got.returncode == 0, got.stderr
+    # The agent acts as its service account: `view` may read but not write.
+    refused = kubectl(kube_cluster, config, "create", "configmap", unique_name("cm"))
+    assert refused.returncode != 0
+    assert "forbidden" in refused.stderr
+    assert f"system:serviceaccount:default:{account}" in refused.stderr
