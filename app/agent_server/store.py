@@ -141,21 +141,22 @@ class AgentStore:
     # -- connections ---------------------------------------------------------------------------
 
     async def add_connections(self, rows: Iterable[dict[str, object]]) -> None:
+        """Record new connections and mark their tokens used, in one transaction."""
         values = list(rows)
         if values:
+            token_ids = sorted({int(str(row["token_id"])) for row in values})
             async with self.engine.begin() as conn:
                 await conn.execute(insert(AgentConnection), values)
+                await conn.execute(
+                    update(AgentToken)
+                    .where(AgentToken.id.in_(token_ids))
+                    .values(last_used_at=utcnow())
+                )
 
     async def remove_connections(self, ids: Sequence[str]) -> None:
         if ids:
             async with self.engine.begin() as conn:
                 await conn.execute(delete(AgentConnection).where(AgentConnection.id.in_(list(ids))))
-
-    async def touch_token(self, token_id: int) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(AgentToken).where(AgentToken.id == token_id).values(last_used_at=utcnow())
-            )
 
     # -- revocation ----------------------------------------------------------------------------
 

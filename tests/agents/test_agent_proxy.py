@@ -136,6 +136,8 @@ async def test_connection_is_listed_with_versions_and_replica(
     version = kube_cluster.kubectl_json("version")["serverVersion"]["gitVersion"]
     assert row["kubernetes_version"] == version
     assert row["connected_at"] <= row["last_heartbeat_at"]
+    tokens = (await setup.api.get(f"{setup.base}/tokens")).json()["items"]
+    assert tokens[0]["last_used_at"] is not None
 
 
 async def test_proxy_requires_a_token_allowed_on_the_agents_project(
