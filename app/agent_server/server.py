@@ -61,6 +61,9 @@ class AgentServer:
             dead_after=3 * settings.agent_heartbeat_interval,
         )
         self._identities: dict[ServerConnection, AgentIdentity] = {}
+        # Token lookups in a reconnect storm queue here instead of opening overflow database
+        # connections (opening and closing hundreds of them cost more than the queries).
+        self._auth_gate = asyncio.Semaphore(16)
         self._pending_add: dict[str, dict[str, object]] = {}
         self._pending_remove: set[str] = set()
         self._flush = asyncio.Event()
@@ -96,7 +99,8 @@ class AgentServer:
                 ws, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "Too many connections.", wait
             )
         try:
-            identity = await self.store.authenticate_agent(raw)
+            async with self._auth_gate:
+                identity = await self.store.authenticate_agent(raw)
         except AgentAuthError as exc:
             return self._refuse(ws, HTTPStatus.UNAUTHORIZED, exc.code, exc.message)
         self._identities[ws] = identity
