@@ -9,11 +9,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
+from app.agents.models import (
+    AGENT_TOKEN_PREFIX,
+    Agent,
+    AgentConnection,
+    AgentServerReplica,
+    AgentToken,
+)
 from app.auth.tokens import hash_token
 from app.core.db import utcnow
-
-AGENT_TOKEN_PREFIX = "cpa_"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IntPK, utcnow
 
+AGENT_TOKEN_PREFIX = "cpa_"  # noqa: S105 - a prefix, not a secret
+
 
 class Agent(Base):
     __tablename__ = "agents"

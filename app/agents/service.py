@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents import repository
-from app.agents.models import Agent, AgentConnection, AgentToken
+from app.agents.models import AGENT_TOKEN_PREFIX, Agent, AgentConnection, AgentToken
 from app.agents.settings import get_agents_settings
 from app.audit.service import record_audit
 from app.auth.models import Role
@@ -16,8 +16,6 @@ from app.auth.tokens import display_prefix, generate_token, hash_token
 from app.core.db import utcnow
 from app.core.errors import BadRequestError, ConflictError, NotFoundError
 from app.projects.service import get_visible
-
-AGENT_TOKEN_PREFIX = "cpa_"  # noqa: S105 - a prefix, not a secret
 
 
 async def get(

@@ -226,7 +226,9 @@ async def test_heartbeats_keep_a_quiet_connection_alive() -> None:
 
 
 @asynccontextmanager
-async def raw_agent(limits: Limits | None = None) -> AsyncIterator[tuple[ClientConnection, Pair]]:
+async def raw_agent(
+    limits: Limits | None = None,
+) -> AsyncIterator[tuple[ClientConnection, asyncio.Future[CloseInfo]]]:
     """A raw websocket client that completes HELLO and may then misbehave."""
     limits = limits or Limits()
     closed: asyncio.Future[CloseInfo] = asyncio.get_running_loop().create_future()
@@ -253,8 +255,7 @@ async def raw_agent(limits: Limits | None = None) -> AsyncIterator[tuple[ClientC
         async with connect(
             f"ws://127.0.0.1:{port}/", compression=None, ping_interval=None, proxy=None
         ) as ws:
-            dummy = Pair(None, None, closed, None)  # type: ignore[arg-type]
-            yield ws, dummy
+            yield ws, closed
 
 
 def hello(**overrides: object) -> bytes:
@@ -293,17 +294,17 @@ async def close_code(ws: ClientConnection) -> int | None:
     ],
 )
 async def test_malformed_frames_close_with_a_clear_code(message: bytes | str, code: int) -> None:
-    async with raw_agent() as (ws, pair):
+    async with raw_agent() as (ws, server_closed):
         await ws.send(hello())
         await ws.recv()  # server HELLO
         await ws.send(message)
         assert await close_code(ws) == code
-        info = await pair.server_closed
+        info = await server_closed
         assert info.code == code
 
 
 async def test_data_beyond_the_window_closes_the_connection() -> None:
-    async with raw_agent(Limits(initial_window=4096, max_payload=4096)) as (ws, pair):
+    async with raw_agent(Limits(initial_window=4096, max_payload=4096)) as (ws, server_closed):
         await ws.send(hello())
         await ws.recv()
         await ws.send(encode(FrameType.OPEN, 2, b""))
@@ -313,11 +314,11 @@ async def test_data_beyond_the_window_closes_the_connection() -> None:
         assert isinstance(pong, bytes) and pong[0] == FrameType.PONG
         await ws.send(encode(FrameType.DATA, 2, b"x"))  # one byte over
         assert await close_code(ws) == CloseCode.FLOW_CONTROL_VIOLATION
-        assert (await pair.server_closed).code == CloseCode.FLOW_CONTROL_VIOLATION
+        assert (await server_closed).code == CloseCode.FLOW_CONTROL_VIOLATION
 
 
 async def test_frames_for_a_reset_stream_are_ignored() -> None:
-    async with raw_agent() as (ws, pair):
+    async with raw_agent() as (ws, server_closed):
         await ws.send(hello())
         await ws.recv()
         await ws.send(encode(FrameType.OPEN, 2, b""))
@@ -326,7 +327,7 @@ async def test_frames_for_a_reset_stream_are_ignored() -> None:
         await ws.send(encode(FrameType.PING, 0, bytes(8)))
         pong = await ws.recv()
         assert isinstance(pong, bytes) and pong[0] == FrameType.PONG
-        assert not pair.server_closed.done()
+        assert not server_closed.done()
 
 
 @pytest.mark.parametrize(
@@ -339,14 +340,14 @@ async def test_frames_for_a_reset_stream_are_ignored() -> None:
     ],
 )
 async def test_bad_hello_is_refused(first: bytes, code: int) -> None:
-    async with raw_agent() as (ws, pair):
+    async with raw_agent() as (ws, server_closed):
         await ws.send(first)
         assert await close_code(ws) == code
-        assert (await pair.server_closed).code == code
+        assert (await server_closed).code == code
 
 
 async def test_newer_agent_is_served_with_the_common_version() -> None:
-    async with raw_agent() as (ws, _pair):
+    async with raw_agent() as (ws, _closed):
         await ws.send(hello(protocol=5, min_protocol=1))
         reply = await ws.recv()
         assert isinstance(reply, bytes)
