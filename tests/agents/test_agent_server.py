@@ -83,23 +83,25 @@ async def test_bad_tokens_are_refused_before_the_upgrade(
     assert token["token"] not in body
 
 
-async def test_revoking_a_token_closes_its_live_connection(
+async def test_revoking_a_token_closes_its_live_connections_on_every_replica(
     agent_setup: AgentSetup, processes: Processes
 ) -> None:
-    server = processes.server()
+    server, second = processes.server(), processes.server()
     other = await agent_setup.new_token("stays")
     async with (
         tunnel(server, agent_setup.token) as (revoked_session, revoked_task),
+        tunnel(second, agent_setup.token) as (_, revoked_elsewhere),
         tunnel(server, other["token"]) as (kept_session, _kept_task),
     ):
         assert revoked_session.peer.hello["replica"] == server.replica
-        await eventually(lambda: _count(agent_setup, 2), "both connections to be listed", limit=30)
+        await eventually(lambda: _count(agent_setup, 3), "all connections to be listed", limit=30)
         response = await agent_setup.api.delete(f"{agent_setup.base}/tokens/{agent_setup.token_id}")
         assert response.status_code == 204
-        info = await asyncio.wait_for(revoked_task, 30)
-        assert info.code == CloseCode.TOKEN_REVOKED
+        for task in (revoked_task, revoked_elsewhere):
+            info = await asyncio.wait_for(task, 30)
+            assert info.code == CloseCode.TOKEN_REVOKED
         assert kept_session.close_info is None
-        await eventually(lambda: _count(agent_setup, 1), "the revoked connection to be gone")
+        await eventually(lambda: _count(agent_setup, 1), "the revoked connections to be gone")
 
 
 async def _count(setup: AgentSetup, expected: int) -> bool:
