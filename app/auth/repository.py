@@ -24,7 +24,8 @@ async def get_by_hash(
         AccessToken.last_used_at,
         AccessToken.revoked_at,
     ).where(AccessToken.token_hash == token_hash)
-    return (await session.execute(query)).one_or_none()
+    # Through the connection: a Core statement needs none of the ORM session's machinery.
+    return (await (await session.connection()).execute(query)).one_or_none()
 
 
 async def get(session: AsyncSession, token_id: int, project_id: int | None) -> AccessToken | None:

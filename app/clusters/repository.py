@@ -33,7 +33,8 @@ async def list_page(session: AsyncSession, project_id: int, params: PageParams) 
         .outerjoin(KubernetesPlatform)
         .where(Cluster.project_id == project_id)
     )
-    return list((await session.execute(paginate_query(query, Cluster.id, params))).all())
+    connection = await session.connection()
+    return list((await connection.execute(paginate_query(query, Cluster.id, params))).all())
 
 
 async def name_taken(

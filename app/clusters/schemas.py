@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
 from app.clusters.errors import error_message
 from app.clusters.models import AuthorizationType, Cluster, ClusterStatus, ProviderType
@@ -88,41 +89,45 @@ class ClusterRead(BaseModel):
 
     @classmethod
     def of(cls, cluster: Cluster) -> ClusterRead:
-        platform = cluster.platform
-        return cls._build(cluster, platform, platform is not None)
+        return cls.model_validate(_as_dict(cluster, cluster.platform))
 
     @classmethod
-    def of_row(cls, row: Any) -> ClusterRead:
-        """From a row of `repository.LIST_COLUMNS` (cluster columns plus platform fields)."""
-        return cls._build(row, row, row.api_url is not None)
+    def of_rows(cls, rows: Iterable[Any]) -> list[ClusterRead]:
+        """From rows of `repository.LIST_COLUMNS` (cluster columns plus platform fields).
 
-    @classmethod
-    def _build(cls, cluster: Any, platform: Any, has_platform: bool) -> ClusterRead:
-        # Our own rows, already typed: skip validation, the hot path of every cluster list.
-        return cls.model_construct(
-            id=cluster.id,
-            project_id=cluster.project_id,
-            name=cluster.name,
-            environment_scope=cluster.environment_scope,
-            enabled=cluster.enabled,
-            managed=cluster.managed,
-            provider_type=ProviderType(cluster.provider_type),
-            status=ClusterStatus(cluster.status),
-            error=ErrorInfo.model_construct(
-                code=cluster.error_code, message=error_message(cluster.error_code)
-            )
-            if cluster.error_code
-            else None,
-            kubernetes_version=cluster.kubernetes_version,
-            last_checked_at=cluster.last_checked_at,
-            created_at=cluster.created_at,
-            updated_at=cluster.updated_at,
-            kubernetes=KubernetesPlatformRead.model_construct(
-                api_url=platform.api_url,
-                ca_pem=platform.ca_pem,
-                authorization_type=AuthorizationType(platform.authorization_type),
-                namespace_prefix=platform.namespace_prefix,
-            )
-            if has_platform
-            else None,
+        Plain dicts validated in one call: several times faster than building each model in
+        Python, and lists are the hot path.
+        """
+        return _MANY.validate_python(
+            [_as_dict(row, row if row.api_url is not None else None) for row in rows]
         )
+
+
+_MANY = TypeAdapter(list[ClusterRead])
+
+
+def _as_dict(cluster: Any, platform: Any) -> dict[str, Any]:
+    code = cluster.error_code
+    return {
+        "id": cluster.id,
+        "project_id": cluster.project_id,
+        "name": cluster.name,
+        "environment_scope": cluster.environment_scope,
+        "enabled": cluster.enabled,
+        "managed": cluster.managed,
+        "provider_type": cluster.provider_type,
+        "status": cluster.status,
+        "error": {"code": code, "message": error_message(code)} if code else None,
+        "kubernetes_version": cluster.kubernetes_version,
+        "last_checked_at": cluster.last_checked_at,
+        "created_at": cluster.created_at,
+        "updated_at": cluster.updated_at,
+        "kubernetes": None
+        if platform is None
+        else {
+            "api_url": platform.api_url,
+            "ca_pem": platform.ca_pem,
+            "authorization_type": platform.authorization_type,
+            "namespace_prefix": platform.namespace_prefix,
+        },
+    }
