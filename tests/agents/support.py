@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.certs import write_self_signed
+
 CLUSTERPORT = str(Path(sys.executable).with_name("clusterport"))
 
 
@@ -27,42 +29,8 @@ class TLSFiles:
 
 def make_tls(folder: Path) -> TLSFiles:
     """A self-signed serving certificate for 127.0.0.1 (also its own CA)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clusterport-agent-server")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    files = TLSFiles(folder / "tls.crt", folder / "tls.key")
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return files
+    _pem, cert, key = write_self_signed(folder, "tls", "clusterport-agent-server")
+    return TLSFiles(cert, key)
 
 
 def free_port() -> int:

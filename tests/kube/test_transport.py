@@ -4,9 +4,7 @@ then relays requests to the apiserver and its real answers back."""
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import ssl
 import threading
 import time
@@ -16,46 +14,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from app.kube import KubeClient, KubeError
+from tests.support.certs import write_self_signed
 from tests.support.kubeapi import KubeCluster, unique_name
 
 
 def _certificate(tmp: Path) -> tuple[str, Path, Path]:
     """A self-signed certificate for 127.0.0.1: (PEM, cert file, key file)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fault-proxy")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    cert_file, key_file = tmp / "proxy.crt", tmp / "proxy.key"
-    cert_file.write_text(pem)
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pem, cert_file, key_file
+    return write_self_signed(tmp, "proxy", "fault-proxy")
 
 
 class FaultProxy:
