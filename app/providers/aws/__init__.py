@@ -1,0 +1,1 @@
+"""Amazon EKS provider: provider records, the CloudFormation template, provisioning steps."""
