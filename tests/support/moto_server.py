@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 from moto.cloudformation.models import cloudformation_backends
 from moto.server import ThreadedMotoServer
+from moto.sts.models import AssumedRole, sts_backends
 
 from app.aws.settings import get_aws_settings
 
@@ -107,3 +108,23 @@ def moto(moto_server: MotoServer) -> Iterator[MotoServer]:
     finally:
         moto_server.set_iam_enforced(False)
         moto_server.reset()
+
+
+def assumed_role_for_key(access_key_id: str) -> AssumedRole | None:
+    """The AssumeRole session moto issued this access key to (as STS itself would know)."""
+    for account in list(sts_backends.values()):
+        for backend in list(account.values()):
+            found = backend.get_assumed_role_from_access_key(access_key_id)
+            if found is not None:
+                return found
+    return None
+
+
+def assumed_roles() -> list[AssumedRole]:
+    """Every AssumeRole session moto has issued since the last reset."""
+    return [
+        role
+        for account in list(sts_backends.values())
+        for backend in list(account.values())
+        for role in backend.assumed_roles
+    ]
