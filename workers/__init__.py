@@ -1,0 +1,10 @@
+"""Dramatiq actors. Importing this package installs the broker, then declares every actor."""
+
+from app.core.broker import setup_broker
+from app.core.settings import get_settings
+
+broker = setup_broker(get_settings())
+
+from workers import clusters  # noqa: E402
+
+__all__ = ["broker", "clusters"]

@@ -1,0 +1,23 @@
+"""Fixed messages for the error codes stored on clusters (never text from the cluster itself)."""
+
+from __future__ import annotations
+
+MESSAGES = {
+    "unsafe_url": "The cluster URL resolves to an address that is not allowed.",
+    "unresolvable_host": "The cluster's host name does not resolve.",
+    "unreachable": "The Kubernetes API could not be reached.",
+    "timeout": "The Kubernetes API did not answer in time.",
+    "tls_error": "The Kubernetes API's certificate does not match the CA or host name.",
+    "unauthorized": "The Kubernetes API rejected the token (401).",
+    "forbidden": "The token is not allowed to do this in the cluster (403).",
+    "not_found": "An object clusterport expected is missing in the cluster.",
+    "conflict": "An object exists in the cluster that clusterport does not own.",
+    "invalid": "The cluster rejected an object clusterport sent as invalid.",
+    "rate_limited": "The Kubernetes API throttled clusterport's requests (429).",
+    "server_error": "The Kubernetes API answered with a server error (5xx).",
+    "internal_error": "clusterport failed while talking to the cluster.",
+}
+
+
+def error_message(code: str) -> str:
+    return MESSAGES.get(code, f"The last operation failed ({code}).")

@@ -1,0 +1,41 @@
+"""Queries for clusters."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.clusters.models import Cluster
+from app.core.pagination import PageParams, paginate_query
+
+
+async def get(session: AsyncSession, project_id: int, cluster_id: int) -> Cluster | None:
+    query = select(Cluster).where(Cluster.id == cluster_id, Cluster.project_id == project_id)
+    return (await session.execute(query)).unique().scalar_one_or_none()
+
+
+async def list_page(session: AsyncSession, project_id: int, params: PageParams) -> list[Cluster]:
+    query = paginate_query(
+        select(Cluster).where(Cluster.project_id == project_id), Cluster.id, params
+    )
+    return list((await session.execute(query)).unique().scalars().all())
+
+
+async def name_taken(
+    session: AsyncSession, project_id: int, *, name: str, exclude_id: int | None = None
+) -> bool:
+    query = select(Cluster.id).where(Cluster.project_id == project_id, Cluster.name == name)
+    if exclude_id is not None:
+        query = query.where(Cluster.id != exclude_id)
+    return (await session.scalar(query)) is not None
+
+
+async def scope_taken(
+    session: AsyncSession, project_id: int, *, scope: str, exclude_id: int | None = None
+) -> bool:
+    query = select(Cluster.id).where(
+        Cluster.project_id == project_id, Cluster.environment_scope == scope
+    )
+    if exclude_id is not None:
+        query = query.where(Cluster.id != exclude_id)
+    return (await session.scalar(query)) is not None

@@ -1,0 +1,75 @@
+"""HTTP routes for a project's clusters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from app.auth.dependencies import PrincipalDep, SessionDep
+from app.auth.models import Role
+from app.clusters import repository, service
+from app.clusters.schemas import ClusterCreate, ClusterRead, ClusterUpdate
+from app.core.pagination import Page, PageParams, make_page, page_params
+
+router = APIRouter(prefix="/api/v1/projects/{project_id}/clusters", tags=["clusters"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_cluster")
+async def create_cluster(
+    project_id: int, data: ClusterCreate, session: SessionDep, principal: PrincipalDep
+) -> ClusterRead:
+    """Register an existing cluster (maintainer); a connectivity check is queued."""
+    return ClusterRead.of(await service.create(session, principal, project_id, data))
+
+
+@router.get("", operation_id="list_clusters")
+async def list_clusters(
+    project_id: int,
+    session: SessionDep,
+    principal: PrincipalDep,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> Page[ClusterRead]:
+    principal.require_project(project_id, Role.reporter)
+    items, cursor = make_page(await repository.list_page(session, project_id, params), params)
+    return Page(items=[ClusterRead.of(c) for c in items], next_cursor=cursor)
+
+
+@router.get("/{cluster_id}", operation_id="get_cluster")
+async def get_cluster(
+    project_id: int, cluster_id: int, session: SessionDep, principal: PrincipalDep
+) -> ClusterRead:
+    return ClusterRead.of(
+        await service.get(session, principal, project_id, cluster_id, Role.reporter)
+    )
+
+
+@router.patch("/{cluster_id}", operation_id="update_cluster")
+async def update_cluster(
+    project_id: int,
+    cluster_id: int,
+    data: ClusterUpdate,
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> ClusterRead:
+    """Change a cluster (maintainer); connection changes queue a new check."""
+    return ClusterRead.of(await service.update(session, principal, project_id, cluster_id, data))
+
+
+@router.post(
+    "/{cluster_id}/check", status_code=status.HTTP_202_ACCEPTED, operation_id="check_cluster"
+)
+async def check_cluster(
+    project_id: int, cluster_id: int, session: SessionDep, principal: PrincipalDep
+) -> ClusterRead:
+    """Queue a connectivity check (developer)."""
+    return ClusterRead.of(await service.request_check(session, principal, project_id, cluster_id))
+
+
+@router.delete(
+    "/{cluster_id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_cluster"
+)
+async def delete_cluster(
+    project_id: int, cluster_id: int, session: SessionDep, principal: PrincipalDep
+) -> None:
+    await service.delete(session, principal, project_id, cluster_id)

@@ -1,0 +1,175 @@
+"""Rules for registering, changing and removing user-provided clusters."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import record_audit
+from app.auth.models import Role
+from app.auth.principal import Principal
+from app.clusters import repository
+from app.clusters.models import Cluster, ClusterStatus, KubernetesPlatform, ProviderType
+from app.clusters.schemas import ClusterCreate, ClusterUpdate
+from app.core.errors import ConflictError, NotFoundError
+from app.core.jobs import enqueue_after_commit
+from app.core.settings import get_settings
+from app.core.ssrf import resolve_target_async
+from app.projects.service import get_visible
+
+
+async def get(
+    session: AsyncSession, principal: Principal, project_id: int, cluster_id: int, role: Role
+) -> Cluster:
+    principal.require_project(project_id, role)
+    cluster = await repository.get(session, project_id, cluster_id)
+    if cluster is None:
+        raise NotFoundError("The cluster does not exist.", code="cluster_not_found")
+    return cluster
+
+
+async def _check_unique(
+    session: AsyncSession, project_id: int, name: str | None, scope: str | None, exclude: int | None
+) -> None:
+    if name is not None and await repository.name_taken(
+        session, project_id, name=name, exclude_id=exclude
+    ):
+        raise ConflictError(f"The project has a cluster named {name!r}.", code="cluster_name_taken")
+    if scope is not None and await repository.scope_taken(
+        session, project_id, scope=scope, exclude_id=exclude
+    ):
+        raise ConflictError(
+            f"The project has a cluster for environment scope {scope!r}.",
+            code="environment_scope_taken",
+        )
+
+
+async def _check_url(url: str) -> None:
+    await resolve_target_async(url, allow_local=get_settings().allow_local_network)
+
+
+def _enqueue_check(session: AsyncSession, cluster: Cluster) -> None:
+    from workers.clusters import check_cluster
+
+    enqueue_after_commit(session, check_cluster, cluster.id)
+
+
+async def create(
+    session: AsyncSession, principal: Principal, project_id: int, data: ClusterCreate
+) -> Cluster:
+    principal.require_project(project_id, Role.maintainer)
+    await get_visible(session, principal, project_id)
+    await _check_unique(session, project_id, data.name, data.environment_scope, None)
+    await _check_url(data.kubernetes.api_url)
+    cluster = Cluster(
+        project_id=project_id,
+        name=data.name,
+        environment_scope=data.environment_scope,
+        enabled=data.enabled,
+        managed=data.managed,
+        provider_type=ProviderType.user,
+        status=ClusterStatus.connecting if data.enabled else ClusterStatus.disabled,
+        platform=KubernetesPlatform(
+            api_url=data.kubernetes.api_url,
+            ca_pem=data.kubernetes.ca_pem,
+            token=data.kubernetes.token.get_secret_value(),
+            authorization_type=data.kubernetes.authorization_type,
+            namespace_prefix=data.kubernetes.namespace_prefix,
+        ),
+    )
+    session.add(cluster)
+    await session.flush()
+    record_audit(
+        session,
+        principal,
+        "cluster.create",
+        "cluster",
+        cluster.id,
+        project_id=project_id,
+        details={"name": cluster.name, "api_url": data.kubernetes.api_url},
+    )
+    if cluster.enabled:
+        _enqueue_check(session, cluster)
+    return cluster
+
+
+async def update(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    cluster_id: int,
+    data: ClusterUpdate,
+) -> Cluster:
+    cluster = await get(session, principal, project_id, cluster_id, Role.maintainer)
+    changes = data.model_dump(exclude_unset=True, exclude={"kubernetes"})
+    await _check_unique(
+        session, project_id, changes.get("name"), changes.get("environment_scope"), cluster.id
+    )
+    recheck = False
+    for field, value in changes.items():
+        if value is not None:
+            setattr(cluster, field, value)
+    if "enabled" in changes:
+        recheck = True
+    if data.kubernetes is not None:
+        platform = cluster.platform
+        if platform is None:
+            raise ConflictError(
+                "This cluster's connection is managed by its provider.", code="not_user_cluster"
+            )
+        k8s = data.kubernetes.model_dump(exclude_unset=True)
+        if k8s.get("api_url") is not None:
+            await _check_url(k8s["api_url"])
+        for field, value in k8s.items():
+            if value is None and field != "ca_pem":
+                continue
+            if field == "token":
+                value = data.kubernetes.token.get_secret_value() if data.kubernetes.token else None
+            setattr(platform, field, value)
+        recheck = recheck or bool({"api_url", "ca_pem", "token"} & k8s.keys())
+    if recheck:
+        cluster.status = ClusterStatus.connecting if cluster.enabled else ClusterStatus.disabled
+        cluster.error_code = None
+        if cluster.enabled:
+            _enqueue_check(session, cluster)
+    record_audit(
+        session,
+        principal,
+        "cluster.update",
+        "cluster",
+        cluster.id,
+        project_id=project_id,
+        details={
+            "fields": sorted(
+                set(changes)
+                | set(data.kubernetes.model_dump(exclude_unset=True) if data.kubernetes else {})
+            )
+        },
+    )
+    await session.flush()
+    return cluster
+
+
+async def request_check(
+    session: AsyncSession, principal: Principal, project_id: int, cluster_id: int
+) -> Cluster:
+    cluster = await get(session, principal, project_id, cluster_id, Role.developer)
+    if not cluster.enabled:
+        raise ConflictError("The cluster is disabled.", code="cluster_disabled")
+    _enqueue_check(session, cluster)
+    return cluster
+
+
+async def delete(
+    session: AsyncSession, principal: Principal, project_id: int, cluster_id: int
+) -> None:
+    cluster = await get(session, principal, project_id, cluster_id, Role.maintainer)
+    await session.delete(cluster)
+    record_audit(
+        session,
+        principal,
+        "cluster.delete",
+        "cluster",
+        cluster_id,
+        project_id=project_id,
+        details={"name": cluster.name},
+    )

@@ -1,0 +1,71 @@
+"""The Dramatiq broker: RabbitMQ with publisher confirms, or in-process for `clusterport serve`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
+from prometheus_client import Counter, Histogram
+
+from app.core.logging import correlation_id
+from app.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+JOBS = Counter("clusterport_jobs_total", "Jobs processed", ["actor", "outcome"])
+JOB_SECONDS = Histogram("clusterport_job_seconds", "Job processing time", ["actor"])
+
+
+class CorrelationMiddleware(Middleware):
+    """Carries the request's correlation id into the jobs it enqueued, and counts jobs."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        correlation_id.set(message.options.get("correlation_id") or message.message_id)
+        message.options["_started"] = time.monotonic()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        started = message.options.pop("_started", None)
+        if started is not None:
+            JOB_SECONDS.labels(message.actor_name).observe(time.monotonic() - started)
+        JOBS.labels(message.actor_name, "error" if exception else "ok").inc()
+        if exception is not None:
+            # Log the type only: exception text may carry cluster or AWS output.
+            log.warning("job_failed", actor=message.actor_name, error=type(exception).__name__)
+        correlation_id.set(None)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        correlation_id.set(None)
+
+
+def create_broker(settings: Settings) -> dramatiq.Broker:
+    broker: dramatiq.Broker
+    if settings.broker_url is not None:
+        broker = RabbitmqBroker(
+            url=settings.broker_url.get_secret_value(),
+            confirm_delivery=True,
+        )
+    else:
+        broker = StubBroker()
+        broker.emit_after("process_boot")
+    broker.add_middleware(CorrelationMiddleware())
+    return broker
+
+
+def setup_broker(settings: Settings) -> dramatiq.Broker:
+    """Install the process-wide broker; actors declared after this bind to it."""
+    broker = create_broker(settings)
+    dramatiq.set_broker(broker)
+    return broker

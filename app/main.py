@@ -1,0 +1,37 @@
+"""The FastAPI application: routers, error handlers and middleware."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.audit.router import router as audit_router
+from app.auth.router import router as auth_router
+from app.clusters.router import router as clusters_router
+from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.projects.router import router as projects_router
+
+API_DESCRIPTION = """
+clusterport connects Kubernetes clusters to a platform: register clusters, give projects
+namespaces, provision Amazon EKS, run agents behind firewalls and deploy on push.
+
+Authenticate with `Authorization: Bearer <token>`. Errors have one shape:
+`{"error": {"code": "...", "message": "..."}}`; `code` is stable. Lists are paginated with
+`limit` and `cursor` (pass the previous page's `next_cursor`) in ascending id order.
+"""
+
+
+def create_app() -> FastAPI:
+    import workers  # noqa: F401  (declares the actors that routes enqueue)
+
+    app = FastAPI(
+        title="clusterport",
+        version="1.0.0",
+        description=API_DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in (projects_router, auth_router, clusters_router, audit_router):
+        app.include_router(router)
+    return app

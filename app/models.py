@@ -1,0 +1,18 @@
+"""Every ORM model, imported in one place so Alembic and mappers see the whole schema."""
+
+from app.audit.models import AuditEvent
+from app.auth.models import AccessToken
+from app.clusters.models import Cluster, KubernetesPlatform
+from app.core.db import Base
+from app.namespaces.models import ProjectNamespace
+from app.projects.models import Project
+
+__all__ = [
+    "AccessToken",
+    "AuditEvent",
+    "Base",
+    "Cluster",
+    "KubernetesPlatform",
+    "Project",
+    "ProjectNamespace",
+]

@@ -1,0 +1,28 @@
+"""Project namespaces that clusterport creates on managed clusters."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, EncryptedString, IntPK, TimestampMixin
+
+
+class ProjectNamespace(TimestampMixin, Base):
+    __tablename__ = "project_namespaces"
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "namespace"),
+        UniqueConstraint("cluster_id", "project_id", "environment"),
+    )
+
+    id: Mapped[IntPK]
+    cluster_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("clusters.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    environment: Mapped[str] = mapped_column(String(255))
+    namespace: Mapped[str] = mapped_column(String(63))
+    service_account_name: Mapped[str] = mapped_column(String(253))
+    service_account_token: Mapped[str | None] = mapped_column(EncryptedString, deferred=True)
