@@ -9,6 +9,7 @@ from app.auth.router import router as auth_router
 from app.clusters.router import router as clusters_router
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.projects.router import router as projects_router
+from app.providers.aws.router import router as eks_router
 
 API_DESCRIPTION = """
 clusterport connects Kubernetes clusters to a platform: register clusters, give projects
@@ -32,6 +33,6 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (projects_router, auth_router, clusters_router, audit_router):
+    for router in (projects_router, auth_router, clusters_router, audit_router, eks_router):
         app.include_router(router)
     return app

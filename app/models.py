@@ -6,12 +6,15 @@ from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.db import Base
 from app.namespaces.models import ProjectNamespace
 from app.projects.models import Project
+from app.providers.aws.models import AwsExternalId, EksProvider
 
 __all__ = [
     "AccessToken",
     "AuditEvent",
+    "AwsExternalId",
     "Base",
     "Cluster",
+    "EksProvider",
     "KubernetesPlatform",
     "Project",
     "ProjectNamespace",

@@ -5,6 +5,6 @@ from app.core.settings import get_settings
 
 broker = setup_broker(get_settings())
 
-from workers import clusters  # noqa: E402
+from workers import clusters, eks  # noqa: E402
 
-__all__ = ["broker", "clusters"]
+__all__ = ["broker", "clusters", "eks"]

@@ -13,7 +13,7 @@ from app.kube.errors import KubeConflictError, KubeNotFoundError
 NAMESPACE = "kube-system"
 AWS_AUTH = "aws-auth"
 SERVICE_ACCOUNT = "clusterport"
-TOKEN_SECRET = "clusterport-token"
+TOKEN_SECRET = "clusterport-token"  # noqa: S105 (the Secret's name)
 CLUSTER_ROLE_BINDING = "clusterport-admin"
 NODE_GROUPS = ["system:bootstrappers", "system:nodes"]
 
