@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 
 from tests.support.services import TestServices, start_test_services
 
+pytest_plugins = ["tests.support.kubeapi"]
+
 _services: TestServices | None = None
 
 

@@ -1,0 +1,1 @@
+"""Pytest plugin modules that provide real components to the tests."""
