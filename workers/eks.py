@@ -9,6 +9,7 @@ import dramatiq
 import structlog
 from dramatiq.middleware import Middleware
 
+import app.models  # noqa: F401  (every table, so foreign keys resolve in a worker process)
 from app.core.db import session_scope
 from app.core.jobs import enqueue_after_commit
 from app.providers.aws import provisioning

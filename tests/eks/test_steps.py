@@ -7,7 +7,6 @@ messages the steps enqueue go to RabbitMQ and no worker consumes them.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import boto3
 import pytest
@@ -190,7 +189,7 @@ async def test_duplicate_and_stale_messages_do_nothing(
 
     provider = provider_of(cluster_id)
     assert (provider.step, provider.run_seq) == ("create_stack", 1)
-    assert len([r for r in assumed_roles() if r.role_arn.endswith("/clusterport-provisioning")]) == 1
+    assert len(assumed_roles()) == 1
 
 
 async def test_create_stack_after_a_crash_before_commit_makes_one_stack(
@@ -233,5 +232,3 @@ async def test_reconciler_finds_stalled_records_and_ends_hopeless_ones(
     failed = provider_of(cluster_id)
     assert (failed.step, failed.error_code) == ("failed", "ProvisioningTimeout")
     assert raw_credentials(cluster_id) == (None, None, None, None)
-
-
