@@ -90,7 +90,7 @@ def cmd_clusters_wait(args: argparse.Namespace) -> int:
                 args.cluster_id,
                 out=sys.stdout,
                 interval=args.interval,
-                timeout=args.timeout,
+                give_up_after=args.timeout,
             )
 
     return asyncio.run(run())
