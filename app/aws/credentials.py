@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -34,16 +35,29 @@ class TemporaryCredentials:
         return self.expiration - margin <= (now or datetime.now(UTC))
 
 
-def _session(credentials: TemporaryCredentials | None, region: str) -> boto3.session.Session:
+# One boto3 session per thread: creating a session loads botocore's service models again
+# (tens of milliseconds of JSON parsing), while a client made from a warm session is cheap.
+# Sessions are not thread-safe, hence one per thread; credentials are given per client.
+_local = threading.local()
+
+
+def _session(credentials: TemporaryCredentials | None) -> boto3.session.Session:
     if credentials is None:
-        # The service's own identity from the default chain (instance role, IRSA, env).
-        return boto3.session.Session(region_name=region)
-    return boto3.session.Session(
-        aws_access_key_id=credentials.access_key_id,
-        aws_secret_access_key=credentials.secret_access_key,
-        aws_session_token=credentials.session_token,
-        region_name=region,
-    )
+        # The service's own identity: a new session reads the default chain afresh (a
+        # session caches what it found). Only AssumeRole, about once an hour, goes this way.
+        return boto3.session.Session()
+    session: boto3.session.Session | None = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = boto3.session.Session()
+    return session
+
+
+def _keys(credentials: TemporaryCredentials | None) -> tuple[str | None, str | None, str | None]:
+    # None for all three: the service's own identity from the default chain (instance role,
+    # IRSA, environment).
+    if credentials is None:
+        return None, None, None
+    return credentials.access_key_id, credentials.secret_access_key, credentials.session_token
 
 
 def _config() -> Config:
@@ -58,20 +72,41 @@ def _config() -> Config:
 
 def sts_client(region: str, credentials: TemporaryCredentials | None = None) -> STSClient:
     """STS client for `region`, with the service identity unless credentials are given."""
-    return _session(credentials, region).client(
-        "sts", endpoint_url=get_aws_settings().endpoint_url, config=_config()
+    key_id, secret, token = _keys(credentials)
+    return _session(credentials).client(
+        "sts",
+        region_name=region,
+        endpoint_url=get_aws_settings().endpoint_url,
+        config=_config(),
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
     )
 
 
 def cloudformation_client(region: str, credentials: TemporaryCredentials) -> CloudFormationClient:
     """CloudFormation client acting with the assumed role's credentials."""
-    return _session(credentials, region).client(
-        "cloudformation", endpoint_url=get_aws_settings().endpoint_url, config=_config()
+    key_id, secret, token = _keys(credentials)
+    return _session(credentials).client(
+        "cloudformation",
+        region_name=region,
+        endpoint_url=get_aws_settings().endpoint_url,
+        config=_config(),
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
     )
 
 
 def eks_client(region: str, credentials: TemporaryCredentials) -> EKSClient:
     """EKS client acting with the assumed role's credentials."""
-    return _session(credentials, region).client(
-        "eks", endpoint_url=get_aws_settings().endpoint_url, config=_config()
+    key_id, secret, token = _keys(credentials)
+    return _session(credentials).client(
+        "eks",
+        region_name=region,
+        endpoint_url=get_aws_settings().endpoint_url,
+        config=_config(),
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
     )
