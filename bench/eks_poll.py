@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ class Result:
     samples: list[Sample] = field(default_factory=list)
     polls: int = 0
     polled_provisions: int = 0
+    # Messages delivered to the worker and not yet acknowledged (delayed ones wait there).
+    unacked: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         first, last = self.samples[0], self.samples[-1]
@@ -80,11 +83,14 @@ class Result:
             "messages_per_s": round((last.jobs - first.jobs) / wall, 1),
             "polls_per_s": round(self.polls / wall, 1),
             "provisions_polled": self.polled_provisions,
+            "thread_occupancy_mean": round(statistics.fmean(occupancy), 3),
             "thread_occupancy_median": round(statistics.median(occupancy), 3),
             "thread_occupancy_max": round(max(occupancy), 3),
             "queue_ready_median": statistics.median(ready),
             "queue_ready_max": max(ready),
             "delay_queue_ready_median": statistics.median(delayed),
+            "unacked_median": statistics.median(self.unacked) if self.unacked else None,
+            "unacked_max": max(self.unacked) if self.unacked else None,
         }
 
 
@@ -110,6 +116,18 @@ def queue_depths(broker_url: str) -> dict[str, int]:
         return depths
     finally:
         connection.close()
+
+
+def unacked(vhost: str) -> int:
+    """Unacknowledged messages over the vhost's queues (rabbitmqctl: slow, sampled rarely)."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_unacknowledged"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines()[1:] if len(line.split()) == 2)
 
 
 def main() -> int:
@@ -142,9 +160,12 @@ def main() -> int:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
     )
+    import logging
+
     from moto.cloudformation.models import cloudformation_backends
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per moto request
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
@@ -279,11 +300,14 @@ def run(args: argparse.Namespace, broker_url: str, cfn_backends: Any) -> int:
             enqueue()
             result = Result(mode=mode, window=args.window, threads=args.threads)
             end = time.monotonic() + args.window
+            vhost = urllib.parse.unquote(urllib.parse.urlsplit(broker_url).path.lstrip("/"))
             while time.monotonic() < end:
                 busy, jobs = metrics(health)
                 result.samples.append(
                     Sample(time.monotonic(), busy, jobs, queue_depths(broker_url))
                 )
+                if len(result.samples) % 10 == 5:
+                    result.unacked.append(unacked(vhost))
                 time.sleep(1.0)
             busy, jobs = metrics(health)
             result.samples.append(Sample(time.monotonic(), busy, jobs, queue_depths(broker_url)))
@@ -339,7 +363,7 @@ def run(args: argparse.Namespace, broker_url: str, cfn_backends: Any) -> int:
                 "messages_per_s",
                 "polls_per_s",
                 "provisions_polled",
-                "thread_occupancy_median",
+                "thread_occupancy_mean",
             )
         },
     }
