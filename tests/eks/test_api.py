@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 from typing import Any
 
@@ -10,7 +11,14 @@ from sqlalchemy import func, select
 
 from app.clusters.models import Cluster
 from app.core.db import session_scope
-from app.providers.aws.cli import EXIT_CONNECTED, EXIT_ERRORED, EXIT_UNAVAILABLE, wait_for_cluster
+from app.providers.aws.cli import (
+    EXIT_CONNECTED,
+    EXIT_ERRORED,
+    EXIT_UNAVAILABLE,
+    add_wait_parser,
+    cmd_clusters_wait,
+    wait_for_cluster,
+)
 from app.providers.aws.models import EksProvider
 from tests.conftest import Api
 from tests.eks.conftest import eks_body
@@ -159,3 +167,20 @@ async def test_clusters_wait_reports_the_error_and_unknown_clusters(
     missing = io.StringIO()
     assert await wait_for_cluster(admin.client, 999999, out=missing) == EXIT_UNAVAILABLE
     assert "not_found" in missing.getvalue() or "404" in missing.getvalue()
+
+
+def test_wait_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = argparse.ArgumentParser(prog="clusterport")
+    clusters = parser.add_subparsers().add_parser("clusters").add_subparsers()
+    add_wait_parser(clusters)
+
+    args = parser.parse_args(["clusters", "wait", "7", "--interval", "0.5", "--timeout", "60"])
+
+    assert (args.func, args.cluster_id, args.interval, args.timeout) == (
+        cmd_clusters_wait,
+        7,
+        0.5,
+        60.0,
+    )
+    monkeypatch.delenv("CLUSTERPORT_TOKEN", raising=False)
+    assert args.func(args) == EXIT_UNAVAILABLE  # no token: says so instead of calling the API

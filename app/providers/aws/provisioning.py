@@ -269,15 +269,14 @@ def _fail(
 def _is_transient(exc: Exception) -> bool:
     if isinstance(exc, AwsError):
         return exc.retryable or isinstance(exc, AwsCredentialsExpiredError)
+    if isinstance(exc, UnsafeURLError):
+        # A new cluster's endpoint name can take a moment to appear in DNS.
+        return exc.code == "unresolvable_host"
     return isinstance(exc, KubeError) and exc.transient
 
 
-def _code(exc: Exception) -> str:
-    if isinstance(exc, AwsError | ProvisioningError | KubeError):
-        return exc.code
-    if isinstance(exc, UnsafeURLError):
-        return "unsafe_url"
-    return "internal_error"
+def _code(exc: AwsError | KubeError | UnsafeURLError | ProvisioningError) -> str:
+    return exc.code
 
 
 def run_step(
@@ -298,7 +297,7 @@ def run_step(
     try:
         delay = _STEPS[step](session, provider, cluster, s, now)
         provider.transient_failures = 0
-    except (AwsError, KubeError) as exc:
+    except (AwsError, KubeError, UnsafeURLError) as exc:
         if not _is_transient(exc):
             _fail(provider, cluster, _code(exc), s, now)
             return None
@@ -310,8 +309,8 @@ def run_step(
             return None
         log.info("eks_step_retry", provider_id=provider.id, step=step, code=_code(exc))
         delay = s.retry_delay_seconds
-    except (ProvisioningError, UnsafeURLError) as exc:
-        _fail(provider, cluster, _code(exc), s, now)
+    except ProvisioningError as exc:
+        _fail(provider, cluster, exc.code, s, now)
         return None
     if delay is None:
         return None

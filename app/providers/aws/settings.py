@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-class NodeRoleMapping(StrEnum):
-    """How worker nodes' instance role is allowed into the cluster."""
-
-    AWS_AUTH = "aws_auth"  # the aws-auth ConfigMap in kube-system
-    ACCESS_ENTRY = "access_entry"  # an EKS access entry of type EC2_LINUX
 
 
 class EksSettings(BaseSettings):
@@ -35,7 +27,6 @@ class EksSettings(BaseSettings):
     max_transient_failures: int = Field(default=5, ge=1)
     retry_delay_seconds: float = Field(default=15.0, ge=0)
     delete_stack_on_failure: bool = False
-    node_role_mapping: NodeRoleMapping = NodeRoleMapping.AWS_AUTH
     stack_prefix: str = Field(default="clusterport", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,40}$")
     # Another template with the same parameters and outputs (tests use a stand-in).
     template_path: Path | None = None
