@@ -91,6 +91,11 @@ class Result:
             "delay_queue_ready_median": statistics.median(delayed),
             "unacked_median": statistics.median(self.unacked) if self.unacked else None,
             "unacked_max": max(self.unacked) if self.unacked else None,
+            # Every tenth sample: seconds into the run, busy threads, ready messages.
+            "series": [
+                [round(s.t - first.t), s.busy_threads, sum(s.ready.values())]
+                for s in self.samples[::10]
+            ],
         }
 
 

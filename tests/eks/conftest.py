@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, text
 
 from app.aws.settings import get_aws_settings
+from app.core.db import get_engine, session_scope
+from app.providers.aws.models import EksProvider
 from app.providers.aws.settings import get_eks_settings
 from tests.eks.eks_front import EksFront, running_eks_front
 from tests.support.kubeapi import KubeCluster, unique_name
@@ -124,3 +127,25 @@ async def wait_until(check: Callable[[], Awaitable[bool]], *, seconds: float = 9
         if loop.time() > deadline:
             raise AssertionError("condition not reached before the deadline")
         await asyncio.sleep(0.1)
+
+
+def raw_credentials(cluster_id: int) -> tuple[Any, ...]:
+    """The credential columns as stored, read past the ORM."""
+    with get_engine().connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT access_key_id, secret_access_key, session_token, credentials_expire_at "
+                "FROM eks_providers WHERE cluster_id = :id"
+            ),
+            {"id": cluster_id},
+        ).one()
+    return tuple(row)
+
+
+def provider_of(cluster_id: int) -> EksProvider:
+    with session_scope() as session:
+        provider = session.execute(
+            select(EksProvider).where(EksProvider.cluster_id == cluster_id)
+        ).scalar_one()
+        session.expunge(provider)
+    return provider

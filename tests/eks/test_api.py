@@ -21,7 +21,7 @@ from app.providers.aws.cli import (
 )
 from app.providers.aws.models import EksProvider
 from tests.conftest import Api
-from tests.eks.conftest import eks_body
+from tests.eks.conftest import eks_body, provider_of
 from tests.eks.eks_front import EksFront
 from tests.support.moto_server import MotoServer
 
@@ -150,10 +150,7 @@ async def test_clusters_wait_reports_the_error_and_unknown_clusters(
     created = await admin.post(f"/api/v1/projects/{project['id']}/clusters/eks", eks_body(eks_name))
     cluster_id = created.json()["cluster_id"]
     admin.client.headers["Authorization"] = f"Bearer {admin.token}"
-    with session_scope() as session:
-        provider_id = session.execute(
-            select(EksProvider.id).where(EksProvider.cluster_id == cluster_id)
-        ).scalar_one()
+    provider_id = provider_of(cluster_id).id
     eks_provision(provider_id, 0)
     eks_provision(provider_id, 1)
     moto.set_stack_status(f"clusterport-cluster-{cluster_id}", "ROLLBACK_COMPLETE")

@@ -19,9 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
-from tests.eks.conftest import eks_body, wait_until
-from tests.eks.test_provisioning import raw_credentials
-from tests.eks.test_steps import provider_of
+from tests.eks.conftest import eks_body, provider_of, raw_credentials, wait_until
 
 
 def _free_port() -> int:

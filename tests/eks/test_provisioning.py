@@ -14,28 +14,14 @@ import base64
 from typing import Any
 
 import yaml
-from sqlalchemy import select, text
+from sqlalchemy import text
 
-from app.core.db import get_engine, session_scope
-from app.providers.aws.models import EksProvider
+from app.core.db import get_engine
 from tests.conftest import Api
-from tests.eks.conftest import ROLE_ARN, eks_body, wait_until
+from tests.eks.conftest import ROLE_ARN, eks_body, provider_of, raw_credentials, wait_until
 from tests.eks.eks_front import EksFront
 from tests.support.kubeapi import KubeCluster
 from tests.support.moto_server import MotoServer, assumed_roles
-
-
-def raw_credentials(cluster_id: int) -> tuple[Any, ...]:
-    """The credential columns as stored, read past the ORM."""
-    with get_engine().connect() as connection:
-        row = connection.execute(
-            text(
-                "SELECT access_key_id, secret_access_key, session_token, credentials_expire_at "
-                "FROM eks_providers WHERE cluster_id = :id"
-            ),
-            {"id": cluster_id},
-        ).one()
-    return tuple(row)
 
 
 async def test_eks_cluster_is_provisioned_and_connected(
@@ -87,12 +73,7 @@ async def test_eks_cluster_is_provisioned_and_connected(
     assert cluster["kubernetes_version"].startswith("v1.")
 
     # The node instance role from the stack outputs is mapped in aws-auth.
-    with session_scope() as session:
-        provider = session.execute(
-            select(EksProvider).where(EksProvider.cluster_id == cluster_id)
-        ).scalar_one()
-        stack_id = provider.stack_id
-    assert stack_id is not None
+    assert provider_of(cluster_id).stack_id is not None
     config_map = kube_cluster.kubectl_json("get", "configmap", "aws-auth", "-n", "kube-system")
     roles = yaml.safe_load(config_map["data"]["mapRoles"])
     assert len(roles) == 1

@@ -10,25 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
-from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.providers.aws import provisioning
 from app.providers.aws.models import EksProvider
 from tests.conftest import Api
-from tests.eks.conftest import eks_body
-from tests.eks.test_provisioning import raw_credentials
+from tests.eks.conftest import eks_body, provider_of, raw_credentials
 from tests.support.moto_server import MotoServer, assumed_roles
 from workers.eks import eks_provision
-
-
-def provider_of(cluster_id: int) -> EksProvider:
-    with session_scope() as session:
-        provider = session.execute(
-            select(EksProvider).where(EksProvider.cluster_id == cluster_id)
-        ).scalar_one()
-        session.expunge(provider)
-    return provider
 
 
 async def create_cluster(admin: Api, name: str) -> tuple[int, int]:
