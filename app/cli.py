@@ -23,6 +23,7 @@ def _fail(message: str) -> int:
 
 def _prepare(embedded: bool) -> Settings:
     """Load settings; in embedded mode fill in the data dir, SQLite file and encryption key."""
+    import app.models  # noqa: F401  (every mapper must be configured before the first query)
     from app.core.crypto import EncryptionKeyError, ensure_embedded_key, validate_keys
     from app.core.logging import configure_logging
 

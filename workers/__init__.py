@@ -1,5 +1,6 @@
 """Dramatiq actors. Importing this package installs the broker, then declares every actor."""
 
+import app.models  # noqa: F401  (actors query every model)
 from app.core.broker import setup_broker
 from app.core.settings import get_settings
 

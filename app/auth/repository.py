@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from datetime import datetime
+
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import AccessToken
 from app.core.pagination import PageParams, paginate_query
 
 
-async def get_by_hash(session: AsyncSession, token_hash: str) -> AccessToken | None:
-    result = await session.execute(select(AccessToken).where(AccessToken.token_hash == token_hash))
-    return result.scalar_one_or_none()
+async def get_by_hash(
+    session: AsyncSession, token_hash: str
+) -> Row[int, str, str, int | None, datetime | None, datetime | None, datetime | None] | None:
+    # Every request runs this: plain columns, no ORM identity map.
+    query = select(
+        AccessToken.id,
+        AccessToken.name,
+        AccessToken.role,
+        AccessToken.project_id,
+        AccessToken.expires_at,
+        AccessToken.last_used_at,
+        AccessToken.revoked_at,
+    ).where(AccessToken.token_hash == token_hash)
+    return (await session.execute(query)).one_or_none()
 
 
 async def get(session: AsyncSession, token_id: int, project_id: int | None) -> AccessToken | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clusters.models import Cluster
+from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.pagination import PageParams, paginate_query
 
 
@@ -14,11 +16,24 @@ async def get(session: AsyncSession, project_id: int, cluster_id: int) -> Cluste
     return (await session.execute(query)).unique().scalar_one_or_none()
 
 
-async def list_page(session: AsyncSession, project_id: int, params: PageParams) -> list[Cluster]:
-    query = paginate_query(
-        select(Cluster).where(Cluster.project_id == project_id), Cluster.id, params
+LIST_COLUMNS = (
+    *(column for column in Cluster.__table__.columns),
+    KubernetesPlatform.api_url,
+    KubernetesPlatform.ca_pem,
+    KubernetesPlatform.authorization_type,
+    KubernetesPlatform.namespace_prefix,
+)
+
+
+async def list_page(session: AsyncSession, project_id: int, params: PageParams) -> list[Row[Any]]:
+    """Plain rows, not ORM objects: lists are the hot path and never change what they read."""
+    query = (
+        select(*LIST_COLUMNS)
+        .select_from(Cluster)
+        .outerjoin(KubernetesPlatform)
+        .where(Cluster.project_id == project_id)
     )
-    return list((await session.execute(query)).unique().scalars().all())
+    return list((await session.execute(paginate_query(query, Cluster.id, params))).all())
 
 
 async def name_taken(

@@ -32,7 +32,7 @@ async def list_clusters(
 ) -> Page[ClusterRead]:
     principal.require_project(project_id, Role.reporter)
     items, cursor = make_page(await repository.list_page(session, project_id, params), params)
-    return Page(items=[ClusterRead.of(c) for c in items], next_cursor=cursor)
+    return Page(items=[ClusterRead.of_row(row) for row in items], next_cursor=cursor)
 
 
 @router.get("/{cluster_id}", operation_id="get_cluster")

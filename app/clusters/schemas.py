@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -87,6 +88,16 @@ class ClusterRead(BaseModel):
 
     @classmethod
     def of(cls, cluster: Cluster) -> ClusterRead:
+        platform = cluster.platform
+        return cls._build(cluster, platform, platform is not None)
+
+    @classmethod
+    def of_row(cls, row: Any) -> ClusterRead:
+        """From a row of `repository.LIST_COLUMNS` (cluster columns plus platform fields)."""
+        return cls._build(row, row, row.api_url is not None)
+
+    @classmethod
+    def _build(cls, cluster: Any, platform: Any, has_platform: bool) -> ClusterRead:
         return cls(
             id=cluster.id,
             project_id=cluster.project_id,
@@ -103,7 +114,12 @@ class ClusterRead(BaseModel):
             last_checked_at=cluster.last_checked_at,
             created_at=cluster.created_at,
             updated_at=cluster.updated_at,
-            kubernetes=KubernetesPlatformRead.model_validate(cluster.platform)
-            if cluster.platform
+            kubernetes=KubernetesPlatformRead(
+                api_url=platform.api_url,
+                ca_pem=platform.ca_pem,
+                authorization_type=platform.authorization_type,
+                namespace_prefix=platform.namespace_prefix,
+            )
+            if has_platform
             else None,
         )

@@ -111,7 +111,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _engine_options(url: str) -> dict[str, Any]:
     if make_url(url).drivername.startswith("sqlite"):
         return {}
-    return {"pool_size": 20, "max_overflow": 20, "pool_pre_ping": True}
+    # No pre-ping: it would add a round trip to every request; recycle old connections instead.
+    return {"pool_size": 20, "max_overflow": 20, "pool_recycle": 1800}
 
 
 @functools.cache

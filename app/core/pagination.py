@@ -25,7 +25,7 @@ class PageParams(BaseModel):
     after_id: int | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
     cursor: Annotated[
         str | None, Query(max_length=32, description="`next_cursor` of the previous page.")

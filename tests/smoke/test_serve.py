@@ -107,3 +107,52 @@ def test_serve_refuses_a_placeholder_key_outside_embedded_mode(tmp_path: Path) -
     )
     assert result.returncode == 2
     assert "placeholder" in result.stderr
+
+
+def test_cli_admin_token_and_reencrypt_on_sqlite(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERPORT_")}
+    env.update(
+        CLUSTERPORT_DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite", CLUSTERPORT_ENCRYPTION_KEYS=old
+    )
+
+    def cli(*args: str, keys: str | None = None) -> subprocess.CompletedProcess[str]:
+        run_env = {**env, "CLUSTERPORT_ENCRYPTION_KEYS": keys or old}
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+
+    cli("migrate")
+    token = cli("tokens", "create", "--admin", "--name", "ops").stdout.strip()
+    assert token.startswith("cpt_")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        db.execute(
+            "INSERT INTO projects (name, description, created_at, updated_at) "
+            "VALUES ('p', '', '2026-01-01', '2026-01-01')"
+        )
+        db.execute(
+            "INSERT INTO clusters (project_id, name, environment_scope, enabled, managed, "
+            "provider_type, status, created_at, updated_at) VALUES "
+            "(1, 'c', '*', 1, 1, 'user', 'connected', '2026-01-01', '2026-01-01')"
+        )
+        secret = Fernet(old.encode()).encrypt(b"sa-token").decode()
+        db.execute(
+            "INSERT INTO kubernetes_platforms (cluster_id, api_url, token, "
+            "authorization_type, created_at, updated_at) VALUES "
+            "(1, 'https://93.184.216.34', ?, 'rbac', '2026-01-01', '2026-01-01')",
+            (secret,),
+        )
+    result = cli("reencrypt", keys=f"{new},{old}")
+    assert "re-encrypted 1 secrets" in result.stderr
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        stored = db.execute("SELECT token FROM kubernetes_platforms").fetchone()[0]
+    assert Fernet(new.encode()).decrypt(stored.encode()) == b"sa-token"
+    assert token not in result.stderr + result.stdout
