@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,10 +69,6 @@ class MotoServer:
             for stack in backend.stacks.values()
             if stack.status != "DELETE_COMPLETE"
         ]
-
-    def state(self) -> object:
-        """moto's own JSON view of its data (for debugging a failing test)."""
-        return json.loads(self._post("/moto-api/data.json"))
 
 
 @pytest.fixture(scope="session")
