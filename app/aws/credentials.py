@@ -14,7 +14,6 @@ from app.aws.settings import get_aws_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
-    from mypy_boto3_eks import EKSClient
     from mypy_boto3_sts import STSClient
 
 
@@ -89,20 +88,6 @@ def cloudformation_client(region: str, credentials: TemporaryCredentials) -> Clo
     key_id, secret, token = _keys(credentials)
     return _session(credentials).client(
         "cloudformation",
-        region_name=region,
-        endpoint_url=get_aws_settings().endpoint_url,
-        config=_config(),
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        aws_session_token=token,
-    )
-
-
-def eks_client(region: str, credentials: TemporaryCredentials) -> EKSClient:
-    """EKS client acting with the assumed role's credentials."""
-    key_id, secret, token = _keys(credentials)
-    return _session(credentials).client(
-        "eks",
         region_name=region,
         endpoint_url=get_aws_settings().endpoint_url,
         config=_config(),

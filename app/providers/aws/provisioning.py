@@ -112,17 +112,13 @@ def _move(provider: EksProvider, step: Step, now: datetime) -> None:
     provider.step_started_at = now
 
 
-def _assume_role(
-    session: Session, provider: EksProvider, cluster: Cluster, s: EksSettings, now: datetime
-) -> float:
+def _assume_role(provider: EksProvider, cluster: Cluster, s: EksSettings, now: datetime) -> float:
     credentials(provider, s, now)
     _move(provider, Step.create_stack, now)
     return 0.0
 
 
-def _create_stack(
-    session: Session, provider: EksProvider, cluster: Cluster, s: EksSettings, now: datetime
-) -> float:
+def _create_stack(provider: EksProvider, cluster: Cluster, s: EksSettings, now: datetime) -> float:
     creds = credentials(provider, s, now)
     name = template.stack_name(provider.cluster_id)
     provider.stack_id = cloudformation.create_stack(
@@ -150,7 +146,8 @@ def _create_stack(
 
 
 def _describe(provider: EksProvider, creds: TemporaryCredentials) -> cloudformation.StackState:
-    assert provider.stack_name is not None  # set by the create_stack step
+    if provider.stack_name is None:  # set by the create_stack step, so never expected
+        raise ProvisioningError("StackNotFound")
     try:
         state = cloudformation.describe_stack(
             region=provider.region, credentials=creds, name=provider.stack_name
@@ -161,9 +158,7 @@ def _describe(provider: EksProvider, creds: TemporaryCredentials) -> cloudformat
     return state
 
 
-def _poll_stack(
-    session: Session, provider: EksProvider, cluster: Cluster, s: EksSettings, now: datetime
-) -> float:
+def _poll_stack(provider: EksProvider, cluster: Cluster, s: EksSettings, now: datetime) -> float:
     state = _describe(provider, credentials(provider, s, now))
     provider.polls += 1
     if state.phase is StackPhase.COMPLETE:
@@ -188,7 +183,7 @@ def _ca_pem(data: str) -> str:
 
 
 def _configure(
-    session: Session, provider: EksProvider, cluster: Cluster, s: EksSettings, now: datetime
+    provider: EksProvider, cluster: Cluster, s: EksSettings, now: datetime
 ) -> float | None:
     creds = credentials(provider, s, now)
     outputs = _describe(provider, creds).outputs
@@ -295,7 +290,7 @@ def run_step(
     s = get_eks_settings()
     step = Step(provider.step)
     try:
-        delay = _STEPS[step](session, provider, cluster, s, now)
+        delay = _STEPS[step](provider, cluster, s, now)
         provider.transient_failures = 0
     except (AwsError, KubeError, UnsafeURLError) as exc:
         if not _is_transient(exc):
