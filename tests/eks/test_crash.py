@@ -12,9 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,6 +32,7 @@ class WorkerProcess:
     """A real `clusterport worker` in its own process group, killed or stopped by the test."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log_path = log
         self._log = log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],
@@ -40,6 +40,13 @@ class WorkerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+        )
+
+    def sent(self, actor: str) -> int:
+        """How many `actor` messages this worker has published (confirmed by RabbitMQ)."""
+        text = self.log_path.read_text(errors="replace")
+        return sum(
+            1 for line in text.splitlines() if "job_enqueued" in line and f"actor={actor}" in line
         )
 
     def kill(self) -> None:
@@ -50,14 +57,18 @@ class WorkerProcess:
         self._log.close()
 
 
+StartWorker = Callable[..., WorkerProcess]
+
+
 @pytest.fixture
-def start_worker(eks_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+def start_worker(eks_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorker]:
     started: list[WorkerProcess] = []
     env = {
         **os.environ,
         "CLUSTERPORT_ALLOW_LOCAL_NETWORK": "true",
         "CLUSTERPORT_BIND_HOST": "127.0.0.1",
         "CLUSTERPORT_WORKER_THREADS": "2",
+        "CLUSTERPORT_LOG_LEVEL": "DEBUG",  # job_enqueued lines tell when a send is confirmed
         # Long enough that the first poll is still waiting when the worker is killed.
         "CLUSTERPORT_EKS_POLL_INITIAL_DELAY_SECONDS": "3",
     }
@@ -91,13 +102,20 @@ async def _reaches(cluster_id: int, *steps: str) -> None:
 
 
 async def test_killed_worker_resumes_from_the_redelivered_poll(
-    admin: Api, start_worker: Any, eks_name: str
+    admin: Api, start_worker: StartWorker, eks_name: str
 ) -> None:
     # The reconciler is kept out of it: only RabbitMQ's redelivery can resume this run.
     no_reconciler = {"CLUSTERPORT_EKS_STALL_AFTER_SECONDS": "3600"}
     cluster_id = await _create(admin, eks_name)
     first = start_worker(**no_reconciler)
     await _reaches(cluster_id, "poll_stack")
+
+    # Kill only once the delayed poll message is published: a kill between the commit and the
+    # send loses the message, which is the reconciler's case (the next test).
+    async def poll_message_sent() -> bool:
+        return first.sent("eks_provision") >= 2  # after assume_role, after create_stack
+
+    await wait_until(poll_message_sent)
     first.kill()
     assert provider_of(cluster_id).step == "poll_stack"
     assert raw_credentials(cluster_id)[0] is not None
@@ -113,7 +131,7 @@ async def test_killed_worker_resumes_from_the_redelivered_poll(
 
 
 async def test_lost_message_is_recovered_by_the_reconciler(
-    admin: Api, start_worker: Any, eks_name: str
+    admin: Api, start_worker: StartWorker, eks_name: str
 ) -> None:
     import workers
 
