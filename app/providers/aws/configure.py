@@ -9,6 +9,7 @@ import yaml
 
 from app.kube import KubeClient
 from app.kube.errors import KubeConflictError, KubeNotFoundError
+from app.providers.aws.errors import ProvisioningError
 
 NAMESPACE = "kube-system"
 AWS_AUTH = "aws-auth"
@@ -45,7 +46,13 @@ def map_node_role(kube: KubeClient, node_role_arn: str) -> None:
             # Made meanwhile (EKS makes it for managed node groups): merge into it.
             current = kube.core.read_namespaced_config_map(AWS_AUTH, NAMESPACE)
     data = dict(current.data or {})
-    roles = yaml.safe_load(data.get("mapRoles") or "[]") or []
+    try:
+        roles = yaml.safe_load(data.get("mapRoles") or "[]") or []
+    except yaml.YAMLError as exc:
+        raise ProvisioningError("InvalidAwsAuthConfigMap") from exc
+    if not isinstance(roles, list):
+        # Someone else's broken mapping: rewriting it could lock nodes or users out.
+        raise ProvisioningError("InvalidAwsAuthConfigMap")
     if any(isinstance(r, dict) and r.get("rolearn") == node_role_arn for r in roles):
         return
     data["mapRoles"] = yaml.safe_dump([*roles, node_role_entry(node_role_arn)])

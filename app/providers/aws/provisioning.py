@@ -30,20 +30,13 @@ from app.core.ssrf import UnsafeURLError
 from app.kube import KubeClient
 from app.kube.errors import KubeError
 from app.providers.aws import configure, template
+from app.providers.aws.errors import ProvisioningError
 from app.providers.aws.models import TERMINAL_STEPS, EksProvider, Step
 from app.providers.aws.settings import EksSettings, get_eks_settings
 
 log = structlog.get_logger(__name__)
 
 _STACK_STATUS = re.compile(r"^[A-Z_]{1,64}$")
-
-
-class ProvisioningError(Exception):
-    """Provisioning cannot go on; `code` is stored on the cluster."""
-
-    def __init__(self, code: str) -> None:
-        self.code = code
-        super().__init__(code)
 
 
 @dataclass(frozen=True)
