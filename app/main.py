@@ -6,8 +6,11 @@ from fastapi import FastAPI
 
 from app.audit.router import router as audit_router
 from app.auth.router import router as auth_router
+from app.cluster_state.router import router as cluster_state_router
 from app.clusters.router import router as clusters_router
 from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.namespaces.router import environments_router
+from app.namespaces.router import router as namespaces_router
 from app.projects.router import router as projects_router
 from app.providers.aws.router import router as eks_router
 
@@ -33,6 +36,15 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (projects_router, auth_router, clusters_router, audit_router, eks_router):
+    for router in (
+        projects_router,
+        auth_router,
+        clusters_router,
+        namespaces_router,
+        environments_router,
+        cluster_state_router,
+        audit_router,
+        eks_router,
+    ):
         app.include_router(router)
     return app

@@ -2,6 +2,7 @@
 
 from app.audit.models import AuditEvent
 from app.auth.models import AccessToken
+from app.cluster_state.models import ClusterResourceCache
 from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.db import Base
 from app.namespaces.models import ProjectNamespace
@@ -14,6 +15,7 @@ __all__ = [
     "AwsExternalId",
     "Base",
     "Cluster",
+    "ClusterResourceCache",
     "EksProvider",
     "KubernetesPlatform",
     "Project",

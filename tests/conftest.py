@@ -12,7 +12,7 @@ from cryptography.fernet import Fernet
 
 from tests.support.services import TestServices, start_test_services
 
-pytest_plugins = ["tests.support.kubeapi"]
+pytest_plugins = ["tests.support.kubeapi", "tests.support.loopback"]
 
 _services: TestServices | None = None
 

@@ -15,6 +15,9 @@ MESSAGES = {
     "invalid": "The cluster rejected an object clusterport sent as invalid.",
     "rate_limited": "The Kubernetes API throttled clusterport's requests (429).",
     "server_error": "The Kubernetes API answered with a server error (5xx).",
+    "unexpected_response": "The Kubernetes API answered with a redirect or an unexpected status.",
+    "no_credentials": "The cluster has no stored credentials to connect with.",
+    "token_not_issued": "The cluster never filled the service account token Secret.",
     "internal_error": "clusterport failed while talking to the cluster.",
 }
 

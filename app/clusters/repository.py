@@ -54,3 +54,8 @@ async def scope_taken(
     if exclude_id is not None:
         query = query.where(Cluster.id != exclude_id)
     return (await session.scalar(query)) is not None
+
+
+async def list_enabled(session: AsyncSession, project_id: int) -> list[Cluster]:
+    query = select(Cluster).where(Cluster.project_id == project_id, Cluster.enabled.is_(True))
+    return list((await session.execute(query)).unique().scalars().all())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.auth.dependencies import PrincipalDep, SessionDep
 from app.auth.models import Role
@@ -67,9 +67,23 @@ async def check_cluster(
 
 
 @router.delete(
-    "/{cluster_id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_cluster"
+    "/{cluster_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="delete_cluster",
+    responses={
+        202: {"description": "Deleting what clusterport created in the cluster, then the record."}
+    },
 )
 async def delete_cluster(
-    project_id: int, cluster_id: int, session: SessionDep, principal: PrincipalDep
-) -> None:
-    await service.delete(session, principal, project_id, cluster_id)
+    project_id: int,
+    cluster_id: int,
+    session: SessionDep,
+    principal: PrincipalDep,
+    force: Annotated[
+        bool, Query(description="Remove the record without cleaning up the cluster.")
+    ] = False,
+) -> Response:
+    """Remove a cluster (maintainer): at once (204), or after its namespaces are deleted (202)."""
+    deferred = await service.delete(session, principal, project_id, cluster_id, force=force)
+    code = status.HTTP_202_ACCEPTED if deferred else status.HTTP_204_NO_CONTENT
+    return Response(status_code=code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import record_audit
@@ -11,9 +12,10 @@ from app.clusters import repository
 from app.clusters.models import Cluster, ClusterStatus, KubernetesPlatform, ProviderType
 from app.clusters.schemas import ClusterCreate, ClusterUpdate
 from app.core.errors import ConflictError, NotFoundError
-from app.core.jobs import enqueue_after_commit
+from app.core.jobs import actor_named, enqueue_after_commit
 from app.core.settings import get_settings
 from app.core.ssrf import resolve_target_async
+from app.namespaces.models import ProjectNamespace
 from app.projects.service import get_visible
 
 
@@ -48,9 +50,7 @@ async def _check_url(url: str) -> None:
 
 
 def _enqueue_check(session: AsyncSession, cluster: Cluster) -> None:
-    from workers.clusters import check_cluster
-
-    enqueue_after_commit(session, check_cluster, cluster.id)
+    enqueue_after_commit(session, actor_named("check_cluster"), cluster.id)
 
 
 async def create(
@@ -160,10 +160,17 @@ async def request_check(
 
 
 async def delete(
-    session: AsyncSession, principal: Principal, project_id: int, cluster_id: int
-) -> None:
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    cluster_id: int,
+    *,
+    force: bool = False,
+) -> bool:
+    """Remove the cluster. When clusterport created namespaces in it, a worker deletes them
+    first and then the record (the cluster shows `deleting` meanwhile): returns True then.
+    `force` removes the record at once and leaves the cluster as it is."""
     cluster = await get(session, principal, project_id, cluster_id, Role.maintainer)
-    await session.delete(cluster)
     record_audit(
         session,
         principal,
@@ -171,5 +178,15 @@ async def delete(
         "cluster",
         cluster_id,
         project_id=project_id,
-        details={"name": cluster.name},
+        details={"name": cluster.name, "force": force},
     )
+    created_in_cluster = await session.scalar(
+        select(ProjectNamespace.id).where(ProjectNamespace.cluster_id == cluster_id).limit(1)
+    )
+    if force or created_in_cluster is None:
+        await session.delete(cluster)
+        return False
+    cluster.status = ClusterStatus.deleting
+    cluster.error_code = None
+    enqueue_after_commit(session, actor_named("delete_cluster"), cluster.id)
+    return True

@@ -77,3 +77,10 @@ async def flush_jobs_async(session: AsyncSession) -> None:
     if jobs:
         # Publishing with confirms blocks on the broker round trip: keep it off the event loop.
         await anyio.to_thread.run_sync(_send_all, jobs)
+
+
+def actor_named(name: str) -> dramatiq.Actor[Any, Any]:
+    """An actor by its name, so API code can enqueue a job without importing the worker
+    module (and, through it, the Kubernetes client; see .importlinter)."""
+    actor: dramatiq.Actor[Any, Any] = dramatiq.get_broker().get_actor(name)
+    return actor

@@ -3,7 +3,7 @@
 Nothing outside this package imports `kubernetes`; import-linter enforces it.
 """
 
-from app.kube.client import KubeClient, KubeVersion
+from app.kube.client import KubeClient, KubeOnEventLoopError, KubeVersion
 from app.kube.errors import KubeError
 
-__all__ = ["KubeClient", "KubeError", "KubeVersion"]
+__all__ = ["KubeClient", "KubeError", "KubeOnEventLoopError", "KubeVersion"]

@@ -8,6 +8,7 @@ turns every failure into a `KubeError` with a code. Use it from workers only, ne
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -58,8 +59,24 @@ class _NoRedirectPoolManager(urllib3.PoolManager):
         return super().urlopen(method, url, redirect=False, **kw)
 
 
+class KubeOnEventLoopError(RuntimeError):
+    """A Kubernetes call was made on a thread running an asyncio event loop (a web request)."""
+
+
+def _refuse_event_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # a worker thread: fine
+    raise KubeOnEventLoopError(
+        "Kubernetes calls belong in workers: enqueue an actor instead of calling the cluster "
+        "from a request."
+    )
+
+
 class _RetryingApiClient(k8s.ApiClient):
-    """ApiClient whose every request retries transient failures with jittered backoff."""
+    """ApiClient whose every request retries transient failures with jittered backoff, and
+    which refuses to run on an event loop (a blocking call there would stall every request)."""
 
     def __init__(self, configuration: k8s.Configuration, max_attempts: int) -> None:
         super().__init__(configuration)
@@ -67,6 +84,7 @@ class _RetryingApiClient(k8s.ApiClient):
         self.user_agent = "clusterport"
 
     def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        _refuse_event_loop()
         method = method.upper()
         attempt = 0
         while True:
@@ -230,4 +248,4 @@ class KubeClient:
         ).data
 
 
-__all__ = ["KubeClient", "KubeError", "KubeVersion"]
+__all__ = ["KubeClient", "KubeError", "KubeOnEventLoopError", "KubeVersion"]

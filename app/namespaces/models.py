@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import enum
+from datetime import datetime
+
 from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, EncryptedString, IntPK, TimestampMixin
+
+
+class NamespaceStatus(enum.StrEnum):
+    provisioning = "provisioning"
+    ready = "ready"
+    failed = "failed"
+    deleting = "deleting"
 
 
 class ProjectNamespace(TimestampMixin, Base):
@@ -26,3 +36,11 @@ class ProjectNamespace(TimestampMixin, Base):
     namespace: Mapped[str] = mapped_column(String(63))
     service_account_name: Mapped[str] = mapped_column(String(253))
     service_account_token: Mapped[str | None] = mapped_column(EncryptedString, deferred=True)
+    # The ClusterRole the service account is bound to inside its namespace.
+    cluster_role: Mapped[str] = mapped_column(String(253), default="admin", server_default="admin")
+    status: Mapped[str] = mapped_column(
+        String(32), default=NamespaceStatus.provisioning, server_default="provisioning"
+    )
+    # Our own code for the last failure (see app/clusters/errors.py), never cluster text.
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    last_synced_at: Mapped[datetime | None]

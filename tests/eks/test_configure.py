@@ -3,6 +3,7 @@ an existing aws-auth ConfigMap, and how it fails when the cluster says no."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import yaml
@@ -32,7 +33,8 @@ async def _run_to_the_end(admin: Api, name: str) -> int:
         # has not filled the token Secret yet)
         provider = provider_of(cluster_id)
         if provider.step not in ("done", "failed"):
-            eks_provision(provider.id, provider.run_seq)
+            # On a thread, as in a worker: the Kubernetes client refuses the event loop's.
+            await asyncio.to_thread(eks_provision, provider.id, provider.run_seq)
         return provider_of(cluster_id).step in ("done", "failed")
 
     await wait_until(one_step_then_finished)

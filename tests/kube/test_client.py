@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 import socket
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from app.core.ssrf import UnsafeURLError
 from app.kube import KubeClient, KubeError
 from tests.support.kubeapi import K8S_VERSION, KubeCluster, unique_name
-
-
-def _other_ca_pem() -> str:
-    """A self-signed CA that did not sign the apiserver's certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not-the-cluster-ca")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _error_code(excinfo: pytest.ExceptionInfo[KubeError]) -> str:
@@ -185,10 +161,11 @@ def test_invalid_object_is_invalid(kube: KubeClient) -> None:
     assert "Not_A_DNS_Label" not in str(excinfo.value.__cause__)
 
 
-def test_wrong_ca_is_tls_error(kube_cluster: KubeCluster) -> None:
+def test_wrong_ca_is_tls_error(kube_cluster: KubeCluster, test_ca_pem: str) -> None:
+    # A CA of its own that did not sign the apiserver's certificate.
     with (
         KubeClient.from_platform(
-            kube_cluster.url, _other_ca_pem(), kube_cluster.token, allow_local=True
+            kube_cluster.url, test_ca_pem, kube_cluster.token, allow_local=True
         ) as client,
         pytest.raises(KubeError) as excinfo,
     ):
@@ -262,8 +239,11 @@ def test_certificate_for_another_host_is_tls_error(kube_cluster: KubeCluster) ->
     url = kube_cluster.url.replace("127.0.0.1", "localhost")
     if url == kube_cluster.url:
         pytest.fail("this test needs the cluster on https://127.0.0.1 (the local control plane)")
-    with KubeClient.from_platform(
-        url, kube_cluster.ca_pem, kube_cluster.token, allow_local=True
-    ) as client, pytest.raises(KubeError) as excinfo:
+    with (
+        KubeClient.from_platform(
+            url, kube_cluster.ca_pem, kube_cluster.token, allow_local=True
+        ) as client,
+        pytest.raises(KubeError) as excinfo,
+    ):
         client.version()
     assert _error_code(excinfo) == "tls_error"

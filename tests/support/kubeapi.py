@@ -61,6 +61,15 @@ class KubeCluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
 
+    def namespace_state(self, name: str) -> str:
+        """`absent`, `terminating` (deletion started) or `active`."""
+        got = self.kubectl(
+            "get", "namespace", name, "-o", "jsonpath={.metadata.deletionTimestamp}", check=False
+        )
+        if got.returncode != 0:
+            return "absent"
+        return "terminating" if got.stdout.strip() else "active"
+
     def kubectl_json(self, *args: str) -> dict[str, Any]:
         """Run `kubectl ... -o json` and return the parsed object."""
         out: dict[str, Any] = json.loads(self.kubectl(*args, "-o", "json").stdout)

@@ -13,7 +13,7 @@ from app.auth.principal import Principal
 from app.clusters import repository as clusters_repository
 from app.clusters.models import Cluster, ClusterStatus, ProviderType
 from app.core.errors import ConflictError, NotFoundError
-from app.core.jobs import enqueue_after_commit
+from app.core.jobs import actor_named, enqueue_after_commit
 from app.projects.service import get_visible
 from app.providers.aws import repository
 from app.providers.aws.models import AwsExternalId, EksProvider, Step
@@ -45,8 +45,6 @@ async def create(
     session: AsyncSession, principal: Principal, project_id: int, data: EksClusterCreate
 ) -> tuple[Cluster, EksProvider]:
     """Record the cluster and its provider, and queue the first provisioning step."""
-    from workers.eks import eks_provision
-
     principal.require_project(project_id, Role.maintainer)
     await get_visible(session, principal, project_id)
     if await clusters_repository.name_taken(session, project_id, name=data.name):
@@ -102,7 +100,7 @@ async def create(
         project_id=project_id,
         details={"name": cluster.name, "provider": "aws", "region": aws.region},
     )
-    enqueue_after_commit(session, eks_provision, provider.id, provider.run_seq)
+    enqueue_after_commit(session, actor_named("eks_provision"), provider.id, provider.run_seq)
     return cluster, provider
 
 

@@ -1,0 +1,1 @@
+"""Reactive cache of cluster state (pods, deployments, services, namespaces) for the API."""

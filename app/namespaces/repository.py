@@ -1,0 +1,51 @@
+"""Queries for project namespaces."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
+
+from app.core.pagination import PageParams, paginate_query
+from app.namespaces.models import ProjectNamespace
+
+
+async def get(
+    session: AsyncSession, cluster_id: int, namespace_id: int, *, with_token: bool = False
+) -> ProjectNamespace | None:
+    query = select(ProjectNamespace).where(
+        ProjectNamespace.id == namespace_id, ProjectNamespace.cluster_id == cluster_id
+    )
+    if with_token:
+        query = query.options(undefer(ProjectNamespace.service_account_token))
+    return await session.scalar(query)
+
+
+async def find(
+    session: AsyncSession, cluster_id: int, project_id: int, environment: str
+) -> ProjectNamespace | None:
+    return await session.scalar(
+        select(ProjectNamespace).where(
+            ProjectNamespace.cluster_id == cluster_id,
+            ProjectNamespace.project_id == project_id,
+            ProjectNamespace.environment == environment,
+        )
+    )
+
+
+async def namespace_taken(session: AsyncSession, cluster_id: int, namespace: str) -> bool:
+    query = select(ProjectNamespace.id).where(
+        ProjectNamespace.cluster_id == cluster_id, ProjectNamespace.namespace == namespace
+    )
+    return (await session.scalar(query)) is not None
+
+
+async def list_page(
+    session: AsyncSession, cluster_id: int, params: PageParams
+) -> list[ProjectNamespace]:
+    query = paginate_query(
+        select(ProjectNamespace).where(ProjectNamespace.cluster_id == cluster_id),
+        ProjectNamespace.id,
+        params,
+    )
+    return list((await session.scalars(query)).all())
