@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import record_audit
 from app.auth.models import Role
 from app.auth.principal import Principal
-from app.clusters import repository as clusters_repository
 from app.clusters.models import Cluster, ClusterStatus, ProviderType
-from app.core.errors import ConflictError, NotFoundError
+from app.clusters.service import _check_unique as check_unique
+from app.core.errors import NotFoundError
 from app.core.jobs import actor_named, enqueue_after_commit
 from app.projects.service import get_visible
 from app.providers.aws import repository
@@ -47,15 +47,8 @@ async def create(
     """Record the cluster and its provider, and queue the first provisioning step."""
     principal.require_project(project_id, Role.maintainer)
     await get_visible(session, principal, project_id)
-    if await clusters_repository.name_taken(session, project_id, name=data.name):
-        raise ConflictError(
-            f"The project has a cluster named {data.name!r}.", code="cluster_name_taken"
-        )
-    if await clusters_repository.scope_taken(session, project_id, scope=data.environment_scope):
-        raise ConflictError(
-            f"The project has a cluster for environment scope {data.environment_scope!r}.",
-            code="environment_scope_taken",
-        )
+    # The same name and environment scope rules as every other cluster of the project.
+    await check_unique(session, project_id, data.name, data.environment_scope, None)
     aws = data.aws
     external_id = aws.external_id or await _external_id(session, project_id)
     cluster = Cluster(
