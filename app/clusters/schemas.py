@@ -98,7 +98,8 @@ class ClusterRead(BaseModel):
 
     @classmethod
     def _build(cls, cluster: Any, platform: Any, has_platform: bool) -> ClusterRead:
-        return cls(
+        # Our own rows, already typed: skip validation, the hot path of every cluster list.
+        return cls.model_construct(
             id=cluster.id,
             project_id=cluster.project_id,
             name=cluster.name,
@@ -107,17 +108,19 @@ class ClusterRead(BaseModel):
             managed=cluster.managed,
             provider_type=ProviderType(cluster.provider_type),
             status=ClusterStatus(cluster.status),
-            error=ErrorInfo(code=cluster.error_code, message=error_message(cluster.error_code))
+            error=ErrorInfo.model_construct(
+                code=cluster.error_code, message=error_message(cluster.error_code)
+            )
             if cluster.error_code
             else None,
             kubernetes_version=cluster.kubernetes_version,
             last_checked_at=cluster.last_checked_at,
             created_at=cluster.created_at,
             updated_at=cluster.updated_at,
-            kubernetes=KubernetesPlatformRead(
+            kubernetes=KubernetesPlatformRead.model_construct(
                 api_url=platform.api_url,
                 ca_pem=platform.ca_pem,
-                authorization_type=platform.authorization_type,
+                authorization_type=AuthorizationType(platform.authorization_type),
                 namespace_prefix=platform.namespace_prefix,
             )
             if has_platform

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
+from starlette.requests import Request
 
 from app.core import crypto
 from app.core.settings import get_settings
@@ -141,6 +142,12 @@ def _async_sessions() -> async_sessionmaker[AsyncSession]:
 
 
 @functools.cache
+def _autocommit_sessions() -> async_sessionmaker[AsyncSession]:
+    engine = get_async_engine().execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@functools.cache
 def _sync_sessions() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), expire_on_commit=False)
 
@@ -150,7 +157,13 @@ async def dispose_engines() -> None:
         await get_async_engine().dispose()
     if get_engine.cache_info().currsize:
         get_engine().dispose()
-    for cached in (get_engine, get_async_engine, _async_sessions, _sync_sessions):
+    for cached in (
+        get_engine,
+        get_async_engine,
+        _async_sessions,
+        _autocommit_sessions,
+        _sync_sessions,
+    ):
         cached.cache_clear()
 
 
@@ -173,11 +186,17 @@ def session_scope() -> Iterator[Session]:
         flush_jobs(session)
 
 
-async def get_session() -> AsyncIterator[AsyncSession]:
-    """Request dependency: one transaction per request, committed after the handler returns."""
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """Request dependency: one transaction per request, committed after the handler returns.
+
+    GET and HEAD requests read without BEGIN/COMMIT (autocommit): that saves two round trips
+    on every read. Their only writes are single statements (a token's last-used stamp, a cache
+    refresh claim) that are atomic on their own.
+    """
     from app.core.jobs import flush_jobs_async
 
-    async with async_session() as session:
+    read_only = request.method in ("GET", "HEAD")
+    async with (_autocommit_sessions() if read_only else _async_sessions())() as session:
         try:
             yield session
             await session.commit()
