@@ -221,3 +221,28 @@ async def test_reconciler_finds_stalled_records_and_ends_hopeless_ones(
     failed = provider_of(cluster_id)
     assert (failed.step, failed.error_code) == ("failed", "ProvisioningTimeout")
     assert raw_credentials(cluster_id) == (None, None, None, None)
+
+
+async def test_aws_unreachable_is_retried_then_errored(
+    admin: Api,
+    eks_env: dict[str, str],
+    eks_name: str,
+    moto: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.aws.settings import get_aws_settings
+
+    cluster_id, provider_id = await create_cluster(admin, eks_name)
+    # Nothing listens on this loopback port: every AWS call fails to connect.
+    monkeypatch.setenv("CLUSTERPORT_AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("CLUSTERPORT_AWS_MAX_ATTEMPTS", "1")
+    get_aws_settings.cache_clear()
+
+    for attempt in range(1, 5):
+        provider = step(provider_id, cluster_id)
+        assert (provider.step, provider.transient_failures) == ("assume_role", attempt)
+    failed = step(provider_id, cluster_id)
+
+    assert (failed.step, failed.error_code) == ("failed", "EndpointUnreachable")
+    view = (await admin.get(f"/api/v1/clusters/{cluster_id}/provisioning")).json()
+    assert view["status"] == "errored"

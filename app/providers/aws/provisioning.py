@@ -263,10 +263,6 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, KubeError) and exc.transient
 
 
-def _code(exc: AwsError | KubeError | UnsafeURLError | ProvisioningError) -> str:
-    return exc.code
-
-
 def run_step(
     session: Session, provider_id: int, run_seq: int, *, now: datetime | None = None
 ) -> NextRun | None:
@@ -287,15 +283,15 @@ def run_step(
         provider.transient_failures = 0
     except (AwsError, KubeError, UnsafeURLError) as exc:
         if not _is_transient(exc):
-            _fail(provider, cluster, _code(exc), s, now)
+            _fail(provider, cluster, exc.code, s, now)
             return None
         if isinstance(exc, AwsCredentialsExpiredError):
             clear_credentials(provider)  # the next run assumes the role again
         provider.transient_failures += 1
         if provider.transient_failures >= s.max_transient_failures:
-            _fail(provider, cluster, _code(exc), s, now)
+            _fail(provider, cluster, exc.code, s, now)
             return None
-        log.info("eks_step_retry", provider_id=provider.id, step=step, code=_code(exc))
+        log.info("eks_step_retry", provider_id=provider.id, step=step, code=exc.code)
         delay = s.retry_delay_seconds
     except ProvisioningError as exc:
         _fail(provider, cluster, exc.code, s, now)
