@@ -136,6 +136,15 @@ AGENT_SERVER_HOOKS: list[
 ] = []
 
 
+def _agent_server_hook(settings: Settings) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    from app.agent_server.cli import serve_hook
+
+    return serve_hook(settings)
+
+
+AGENT_SERVER_HOOKS.append(_agent_server_hook)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _prepare(embedded=False)
     if settings.broker_url is None:
@@ -241,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser("generate", help="Print a new encryption key.").set_defaults(
         func=cmd_keys_generate
     )
+    from app.agent_server.cli import register_commands
+
+    register_commands(sub)
     return parser
 
 

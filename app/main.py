@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.agents.router import router as agents_router
 from app.audit.router import router as audit_router
 from app.auth.router import router as auth_router
 from app.cluster_state.router import router as cluster_state_router
@@ -44,6 +45,7 @@ def create_app() -> FastAPI:
         environments_router,
         cluster_state_router,
         audit_router,
+        agents_router,
         eks_router,
     ):
         app.include_router(router)

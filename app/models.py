@@ -1,5 +1,6 @@
 """Every ORM model, imported in one place so Alembic and mappers see the whole schema."""
 
+from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
 from app.audit.models import AuditEvent
 from app.auth.models import AccessToken
 from app.cluster_state.models import ClusterResourceCache
@@ -11,6 +12,10 @@ from app.providers.aws.models import AwsExternalId, EksProvider
 
 __all__ = [
     "AccessToken",
+    "Agent",
+    "AgentConnection",
+    "AgentServerReplica",
+    "AgentToken",
     "AuditEvent",
     "AwsExternalId",
     "Base",

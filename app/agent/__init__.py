@@ -1,0 +1,1 @@
+"""The in-cluster agent: dials the agent server and serves Kubernetes API proxy streams."""

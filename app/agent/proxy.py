@@ -1,0 +1,134 @@
+"""Serves proxy streams: replays each HTTP request against the kube-apiserver, streams back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from prometheus_client import Counter
+
+from app.agent.kube import KubeTarget
+from app.tunnel.frames import ResetCode
+from app.tunnel.session import Stream
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "authorization",
+    }
+)
+REQUESTS = Counter("clusterport_agent_proxy_requests_total", "Proxied requests", ["outcome"])
+_OK = REQUESTS.labels("ok")
+# Watches stay open for as long as the client wants; only connecting is bounded.
+VERSION_TTL = 600.0
+VERSION_RETRY = 30.0
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
+
+
+class KubeProxy:
+    """One per agent process: a pooled HTTP client to the kube-apiserver."""
+
+    def __init__(self, target: KubeTarget) -> None:
+        self.target = target
+        self._version: tuple[float, str] | None = None
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=target.ssl_context, limit=0),
+            auto_decompress=False,
+            timeout=UPSTREAM_TIMEOUT,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def kubernetes_version(self) -> str:
+        """The API server's version, for the HELLO; cached so reconnect storms stay cheap."""
+        now = time.monotonic()
+        if self._version is not None and now < self._version[0]:
+            return self._version[1]
+        version = await self._fetch_version()
+        # A failed lookup is retried sooner, but not on every reconnect attempt.
+        ttl = VERSION_TTL if version != "unknown" else VERSION_RETRY
+        self._version = (now + ttl, version)
+        return version
+
+    async def _fetch_version(self) -> str:
+        try:
+            async with self.client.get(
+                self.target.base_url + "/version",
+                headers=self._auth(),
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp:
+                if resp.status == 200:
+                    return str((await resp.json(content_type=None)).get("gitVersion", "unknown"))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            pass
+        return "unknown"
+
+    def _auth(self) -> dict[str, str]:
+        header = self.target.auth_header()
+        return {"Authorization": header} if header else {}
+
+    async def handle(self, stream: Stream) -> None:
+        try:
+            head = json.loads(stream.meta)
+            method = str(head["method"])
+            path = str(head["path"])
+            if not path.startswith("/"):
+                raise ValueError(path)
+            headers = [(str(k), str(v)) for k, v in head.get("headers", [])]
+            has_body = bool(head.get("body"))
+        except (ValueError, KeyError, TypeError):
+            REQUESTS.labels("bad_request").inc()
+            await stream.reset(ResetCode.BAD_REQUEST, "malformed request head")
+            return
+        out = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
+        out.extend(self._auth().items())
+        try:
+            async with self.client.request(
+                method,
+                self.target.base_url + path,
+                headers=out,
+                data=_body(stream) if has_body else None,
+                allow_redirects=False,
+            ) as resp:
+                reply = {
+                    "status": resp.status,
+                    "headers": [
+                        [k, v] for k, v in _decoded(resp.raw_headers) if k.lower() not in HOP_BY_HOP
+                    ],
+                }
+                content = resp.content
+                # END rides on the last frame: a small response is HEADERS + one DATA.
+                await stream.send_headers(json.dumps(reply).encode(), end=content.at_eof())
+                while not content.at_eof():
+                    chunk = await content.readany()
+                    await stream.write(chunk, end=content.at_eof() or not chunk)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
+            REQUESTS.labels("upstream_unreachable").inc()
+            await stream.reset(ResetCode.UPSTREAM_UNREACHABLE, "kube-apiserver unreachable")
+            return
+        except TimeoutError:
+            REQUESTS.labels("upstream_timeout").inc()
+            await stream.reset(ResetCode.UPSTREAM_TIMEOUT, "kube-apiserver timed out")
+            return
+        _OK.inc()
+
+
+async def _body(stream: Stream) -> AsyncIterator[bytes]:
+    while chunk := await stream.read():
+        yield chunk
+
+
+def _decoded(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]

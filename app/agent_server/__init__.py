@@ -1,0 +1,1 @@
+"""Agent server: agent tunnels, the Kubernetes API proxy through them, routing between replicas."""

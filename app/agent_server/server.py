@@ -1,0 +1,381 @@
+"""The agent server process: agent websocket, Kubernetes API proxy, health port, registry loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http import HTTPStatus
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from app.agent_server.admission import TokenBuckets, address_allowed
+from app.agent_server.config import AgentServerSettings
+from app.agent_server.proxy import PREFIX, KubeProxyHandler
+from app.agent_server.store import AgentAuthError, AgentIdentity, AgentStore
+from app.auth.tokens import hash_token
+from app.core.db import utcnow
+from app.tunnel.frames import CloseCode
+from app.tunnel.session import Limits, Session, SessionClosed
+from app.tunnel.transport import WebsocketTransport
+
+log = logging.getLogger("clusterport.agent_server")
+AGENT_PATH = "/agent/connect"
+CAPABILITIES = ["k8s-proxy", "drain"]
+UPGRADES = Counter("clusterport_agent_upgrades_total", "Agent upgrade requests", ["outcome"])
+CONNECTIONS = Gauge("clusterport_agent_connections", "Live agent connections on this replica")
+
+
+@dataclass(eq=False, slots=True)
+class LiveConnection:
+    id: str
+    identity: AgentIdentity
+    session: Session
+    row: dict[str, object] = field(default_factory=dict)
+
+
+class AgentServer:
+    """One replica. `run(stop)` serves until `stop` is set, then drains its agents."""
+
+    def __init__(self, settings: AgentServerSettings, store: AgentStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.proxy = KubeProxyHandler(self)
+        self.draining = False
+        self.ready = False
+        self.connections: dict[str, LiveConnection] = {}
+        self.by_agent: dict[int, list[LiveConnection]] = {}
+        self.by_token: dict[int, set[LiveConnection]] = {}
+        self.token_buckets = TokenBuckets(settings.agent_token_rate, settings.agent_token_burst)
+        self.ip_buckets = TokenBuckets(settings.agent_ip_rate, settings.agent_ip_burst)
+        self.limits = Limits(
+            heartbeat_interval=settings.agent_heartbeat_interval,
+            dead_after=3 * settings.agent_heartbeat_interval,
+        )
+        self._identities: dict[ServerConnection, AgentIdentity] = {}
+        # Token lookups in a reconnect storm queue here instead of opening overflow database
+        # connections (opening and closing hundreds of them cost more than the queries).
+        self._auth_gate = asyncio.Semaphore(16)
+        self._pending_add: dict[str, dict[str, object]] = {}
+        self._pending_remove: set[str] = set()
+        self._flush = asyncio.Event()
+        self.ws_server: Server | None = None
+        self.ports: dict[str, int] = {}
+
+    # -- agent websocket -----------------------------------------------------------------------
+
+    async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        address = str(ws.remote_address[0]) if ws.remote_address else ""
+        if request.path.partition("?")[0] != AGENT_PATH:
+            return self._refuse(ws, HTTPStatus.NOT_FOUND, "not_found", "Unknown path.")
+        if not address_allowed(address, self.settings.agent_ip_allow, self.settings.agent_ip_deny):
+            return self._refuse(ws, HTTPStatus.FORBIDDEN, "address_denied", "Address refused.")
+        if self.draining:
+            return self._refuse(
+                ws, HTTPStatus.SERVICE_UNAVAILABLE, "draining", "Server is draining.", 1.0
+            )
+        wait = self.ip_buckets.take(address)
+        if wait:
+            return self._refuse(
+                ws, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "Too many connections.", wait
+            )
+        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+        raw = raw.strip()
+        if scheme.lower() != "bearer" or not raw:
+            return self._refuse(
+                ws, HTTPStatus.UNAUTHORIZED, "unauthorized", "Send Authorization: Bearer <token>."
+            )
+        wait = self.token_buckets.take(hash_token(raw))
+        if wait:
+            return self._refuse(
+                ws, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "Too many connections.", wait
+            )
+        try:
+            async with self._auth_gate:
+                identity = await self.store.authenticate_agent(raw)
+        except AgentAuthError as exc:
+            return self._refuse(ws, HTTPStatus.UNAUTHORIZED, exc.code, exc.message)
+        self._identities[ws] = identity
+        return None
+
+    @staticmethod
+    def _refuse(
+        ws: ServerConnection,
+        status: HTTPStatus,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+    ) -> Response:
+        UPGRADES.labels(code).inc()
+        body = json.dumps({"error": {"code": code, "message": message}})
+        response = ws.respond(status, body + "\n")
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        if retry_after is not None:
+            # Jittered so refused agents do not come back in lockstep.
+            jittered = retry_after * (1 + random.random())  # noqa: S311
+            response.headers["Retry-After"] = str(max(1, round(jittered)))
+        return response
+
+    async def handle_agent(self, ws: ServerConnection) -> None:
+        identity = self._identities.pop(ws, None)
+        if identity is None:  # pragma: no cover - process_request always sets it
+            return
+        connection_id = str(uuid.uuid4())
+        session = Session(
+            WebsocketTransport(ws),
+            is_server=True,
+            hello={
+                "capabilities": CAPABILITIES,
+                "replica": self.settings.agent_replica_name,
+                "connection_id": connection_id,
+            },
+            limits=self.limits,
+        )
+        try:
+            hello = await session.handshake()
+        except SessionClosed:
+            UPGRADES.labels("bad_hello").inc()
+            return
+        UPGRADES.labels("ok").inc()
+        now = utcnow()
+        live = LiveConnection(
+            connection_id,
+            identity,
+            session,
+            {
+                "id": connection_id,
+                "agent_id": identity.agent_id,
+                "token_id": identity.token_id,
+                "replica": self.settings.agent_replica_name,
+                "agent_version": str(hello.get("agent_version", "unknown"))[:64],
+                "kubernetes_version": str(hello.get("kubernetes_version", "unknown"))[:64],
+                "source_address": str(ws.remote_address[0]) if ws.remote_address else "",
+                "connected_at": now,
+                "last_heartbeat_at": now,
+            },
+        )
+        self._add(live)
+        if self.draining:
+            await session.drain(self.settings.agent_drain_reconnect_ms)
+        try:
+            await session.run()
+        finally:
+            self._remove(live)
+
+    def _add(self, live: LiveConnection) -> None:
+        self.connections[live.id] = live
+        self.by_agent.setdefault(live.identity.agent_id, []).append(live)
+        self.by_token.setdefault(live.identity.token_id, set()).add(live)
+        self._pending_add[live.id] = live.row
+        self._flush.set()
+        CONNECTIONS.inc()
+
+    def _remove(self, live: LiveConnection) -> None:
+        self.connections.pop(live.id, None)
+        agent_list = self.by_agent.get(live.identity.agent_id, [])
+        with contextlib.suppress(ValueError):
+            agent_list.remove(live)
+        if not agent_list:
+            self.by_agent.pop(live.identity.agent_id, None)
+        token_set = self.by_token.get(live.identity.token_id, set())
+        token_set.discard(live)
+        if not token_set:
+            self.by_token.pop(live.identity.token_id, None)
+        if self._pending_add.pop(live.id, None) is None:
+            self._pending_remove.add(live.id)
+            self._flush.set()
+        CONNECTIONS.dec()
+
+    def pick_connection(self, agent_id: int) -> LiveConnection | None:
+        """The newest usable local connection of the agent (agents run 1-2 replicas)."""
+        for live in reversed(self.by_agent.get(agent_id, ())):
+            if live.session.close_info is None and not live.session.draining:
+                return live
+        return None
+
+    async def close_token(self, token_id: int, code: int, reason: str) -> int:
+        lives = list(self.by_token.get(token_id, ()))
+        await asyncio.gather(*(live.session.close(code, reason) for live in lives))
+        return len(lives)
+
+    # -- background loops ----------------------------------------------------------------------
+
+    async def _registry_writer(self) -> None:
+        """Batch connection inserts/deletes: a reconnect storm becomes a few statements."""
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            await asyncio.sleep(0.05)
+            adds = list(self._pending_add.values())
+            removes = list(self._pending_remove)
+            self._pending_add.clear()
+            self._pending_remove.clear()
+            try:
+                await self.store.add_connections(adds)
+                await self.store.remove_connections(removes)
+            except Exception:
+                log.exception("could not write the connection registry; retrying")
+                for row in adds:
+                    self._pending_add.setdefault(str(row["id"]), row)
+                self._pending_remove.update(removes)
+                await asyncio.sleep(1)
+                self._flush.set()
+
+    async def _replica_heartbeat(self) -> None:
+        settings = self.settings
+        ticks = 0
+        while True:
+            ticks += 1
+            try:
+                alive = await self.store.heartbeat(
+                    settings.agent_replica_name,
+                    settings.advertise_url,
+                    # Connection heartbeats are for people reading the list: every 5th beat.
+                    list(self.connections) if ticks % 5 == 0 else [],
+                    settings.agent_replica_dead_after,
+                )
+                if not alive:
+                    # Others forgot us (we stalled): write our live connections again.
+                    log.warning("replica was forgotten; registering its connections again")
+                    for live in self.connections.values():
+                        self._pending_add[live.id] = live.row
+                    self._flush.set()
+                self.ready = True
+            except Exception:
+                self.ready = False
+                log.exception("replica heartbeat failed")
+            await asyncio.sleep(settings.agent_replica_heartbeat)
+
+    async def _revocation_watch(self) -> None:
+        """Close connections of revoked tokens quickly, and of expired or deleted ones soon."""
+        margin = timedelta(seconds=10)  # covers transactions that commit late and clock skew
+        since = utcnow() - margin
+        handled: dict[int, object] = {}
+        ticks = 0
+        while True:
+            await asyncio.sleep(self.settings.agent_revocation_poll)
+            ticks += 1
+            try:
+                revoked = await self.store.revoked_since(since)
+                for token_id, revoked_at in revoked:
+                    since = max(since, revoked_at - margin)
+                    if handled.get(token_id) != revoked_at:
+                        handled[token_id] = revoked_at
+                        await self.close_token(token_id, CloseCode.TOKEN_REVOKED, "token revoked")
+                if len(handled) > 10_000:
+                    handled.clear()
+                if ticks % 40 == 0:
+                    for token_id in await self.store.unusable_tokens(list(self.by_token)):
+                        await self.close_token(token_id, CloseCode.TOKEN_REVOKED, "token expired")
+            except Exception:
+                log.exception("revocation check failed")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, with_health: bool = True) -> None:
+        """Serve until `stop`; `with_health=False` when another server owns the health port."""
+        settings = self.settings
+        await self.store.register_replica(settings.agent_replica_name, settings.advertise_url)
+        loops = [
+            asyncio.create_task(self._registry_writer()),
+            asyncio.create_task(self._replica_heartbeat()),
+            asyncio.create_task(self._revocation_watch()),
+        ]
+        proxy_runner = await self._start_http(self._proxy_app(), settings.agent_proxy_port, "proxy")
+        health_runner = (
+            await self._start_http(self._health_app(), settings.health_port, "health")
+            if with_health
+            else None
+        )
+        try:
+            async with serve(
+                self.handle_agent,
+                settings.bind_host,
+                settings.agent_port,
+                process_request=self.process_request,
+                compression=None,
+                ping_interval=None,
+                max_size=self.limits.max_message,
+                max_queue=4,
+                # A restart brings every agent back at once; a short accept queue would drop
+                # SYNs and turn the storm into one-second retransmit waves.
+                backlog=4096,
+                ssl=settings.server_ssl(),
+                server_header=None,
+            ) as ws_server:
+                self.ws_server = ws_server
+                self.ports["agent"] = ws_server.sockets[0].getsockname()[1]
+                log.info("agent server listening", extra={"ports": self.ports})
+                await stop.wait()
+                await self.drain()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self.proxy.close()
+            await proxy_runner.cleanup()
+            if health_runner is not None:
+                await health_runner.cleanup()
+            with contextlib.suppress(Exception):
+                await self.store.remove_replica(settings.agent_replica_name)
+
+    async def drain(self) -> None:
+        """Refuse new agents, hint connected ones to reconnect elsewhere, let streams finish."""
+        self.draining = True
+        lives = list(self.connections.values())
+        hint = self.settings.agent_drain_reconnect_ms
+        await asyncio.gather(*(live.session.drain(hint) for live in lives))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.agent_drain_grace):
+                await asyncio.gather(*(live.session.idle() for live in lives))
+        await asyncio.gather(
+            *(live.session.close(CloseCode.DRAINED, "server drained") for live in lives),
+            return_exceptions=True,
+        )
+
+    async def _start_http(self, app: web.Application, port: int, name: str) -> web.AppRunner:
+        # handler_cancellation: a client that goes away cancels its proxied watch at once.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        tls = self.settings.server_ssl() if name == "proxy" else None
+        site = web.TCPSite(runner, self.settings.bind_host, port, ssl_context=tls)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.ports[name] = sockets[0].getsockname()[1]
+        return runner
+
+    def _proxy_app(self) -> web.Application:
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", PREFIX + "{agent}/{tail:.*}", self.proxy.handle)
+        app.router.add_route("*", PREFIX + "{agent}", self.proxy.handle)
+        return app
+
+    def _health_app(self) -> web.Application:
+        async def liveness(_: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        async def readiness(_: web.Request) -> web.Response:
+            ok = self.ready and not self.draining
+            return web.Response(text="ok" if ok else "not ready", status=200 if ok else 503)
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        app = web.Application()
+        app.router.add_get("/liveness", liveness)
+        app.router.add_get("/readiness", readiness)
+        app.router.add_get("/metrics", metrics)
+        return app

@@ -1,0 +1,44 @@
+"""Kubernetes `Status` error bodies that name the hop that failed."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+# Where a proxied request failed, from the client's side outwards.
+HOP_SERVER = "agent-server"
+HOP_ROUTING = "agent-server-routing"
+HOP_AGENT = "agent"
+HOP_KUBE = "kube-apiserver"
+
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    429: "TooManyRequests",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def status_response(
+    status: int, code: str, message: str, hop: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f"clusterport {hop}: {message}",
+        "reason": _REASONS.get(status, "InternalError"),
+        "details": {"causes": [{"reason": code, "message": message, "field": f"hop={hop}"}]},
+        "code": status,
+    }
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )

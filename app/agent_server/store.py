@@ -1,0 +1,184 @@
+"""Database access of the agent server: agent token checks, replica and connection registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.agents.models import (
+    AGENT_TOKEN_PREFIX,
+    Agent,
+    AgentConnection,
+    AgentServerReplica,
+    AgentToken,
+)
+from app.auth.tokens import hash_token
+from app.core.db import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    agent_id: int
+    project_id: int
+    token_id: int
+
+
+class AgentAuthError(Exception):
+    """Why an agent's upgrade request is refused (always HTTP 401)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLocation:
+    replica: str
+    proxy_url: str
+
+
+class AgentStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def authenticate_agent(self, raw: str) -> AgentIdentity:
+        if not raw.startswith(AGENT_TOKEN_PREFIX):
+            raise AgentAuthError("invalid_token", "The token is not a clusterport agent token.")
+        query = (
+            select(
+                AgentToken.id,
+                AgentToken.agent_id,
+                AgentToken.expires_at,
+                AgentToken.revoked_at,
+                Agent.project_id,
+            )
+            .join(Agent, Agent.id == AgentToken.agent_id)
+            .where(AgentToken.token_hash == hash_token(raw))
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise AgentAuthError("invalid_token", "The agent token is not valid.")
+        if row.revoked_at is not None:
+            raise AgentAuthError("token_revoked", "The agent token has been revoked.")
+        if row.expires_at is not None and row.expires_at <= utcnow():
+            raise AgentAuthError("token_expired", "The agent token has expired.")
+        return AgentIdentity(row.agent_id, row.project_id, row.id)
+
+    async def agent_project(self, agent_id: int) -> int | None:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(select(Agent.project_id).where(Agent.id == agent_id))
+        return None if value is None else int(value)
+
+    # -- replicas ------------------------------------------------------------------------------
+
+    async def register_replica(self, name: str, proxy_url: str) -> None:
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(AgentServerReplica).where(AgentServerReplica.name == name))
+            await conn.execute(
+                insert(AgentServerReplica).values(
+                    name=name, proxy_url=proxy_url, started_at=now, heartbeat_at=now
+                )
+            )
+
+    async def heartbeat(
+        self, name: str, proxy_url: str, connection_ids: Sequence[str], dead_after: float
+    ) -> bool:
+        """Mark this replica and its connections alive and forget dead replicas.
+
+        Returns False when another replica had already forgotten this one (after a long pause):
+        the caller then registers its connections again.
+        """
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(AgentServerReplica)
+                .where(AgentServerReplica.name == name)
+                .values(heartbeat_at=now)
+            )
+            alive = result.rowcount == 1
+            if not alive:
+                await conn.execute(
+                    insert(AgentServerReplica).values(
+                        name=name, proxy_url=proxy_url, started_at=now, heartbeat_at=now
+                    )
+                )
+            if connection_ids and alive:
+                await conn.execute(
+                    update(AgentConnection)
+                    .where(AgentConnection.id.in_(list(connection_ids)))
+                    .values(last_heartbeat_at=now)
+                )
+            # Connections go with their replica (ON DELETE CASCADE).
+            cutoff = now - timedelta(seconds=dead_after)
+            await conn.execute(
+                delete(AgentServerReplica).where(AgentServerReplica.heartbeat_at < cutoff)
+            )
+        return alive
+
+    async def remove_replica(self, name: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(AgentServerReplica).where(AgentServerReplica.name == name))
+
+    async def locate(self, agent_id: int, dead_after: float) -> list[ReplicaLocation]:
+        """Live replicas holding a connection of the agent, most recent connection first."""
+        cutoff = utcnow() - timedelta(seconds=dead_after)
+        query = (
+            select(AgentServerReplica.name, AgentServerReplica.proxy_url)
+            .join(AgentConnection, AgentConnection.replica == AgentServerReplica.name)
+            .where(AgentConnection.agent_id == agent_id, AgentServerReplica.heartbeat_at >= cutoff)
+            .order_by(AgentConnection.connected_at.desc())
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        seen: dict[str, ReplicaLocation] = {}
+        for row in rows:
+            seen.setdefault(row.name, ReplicaLocation(row.name, row.proxy_url))
+        return list(seen.values())
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def add_connections(self, rows: Iterable[dict[str, object]]) -> None:
+        """Record new connections and mark their tokens used, in one transaction."""
+        values = list(rows)
+        if values:
+            token_ids = sorted({int(str(row["token_id"])) for row in values})
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(AgentConnection), values)
+                await conn.execute(
+                    update(AgentToken)
+                    .where(AgentToken.id.in_(token_ids))
+                    .values(last_used_at=utcnow())
+                )
+
+    async def remove_connections(self, ids: Sequence[str]) -> None:
+        if ids:
+            async with self.engine.begin() as conn:
+                await conn.execute(delete(AgentConnection).where(AgentConnection.id.in_(list(ids))))
+
+    # -- revocation ----------------------------------------------------------------------------
+
+    async def revoked_since(self, since: datetime) -> list[tuple[int, datetime]]:
+        query = select(AgentToken.id, AgentToken.revoked_at).where(AgentToken.revoked_at >= since)
+        async with self.engine.connect() as conn:
+            return [(row.id, row.revoked_at) for row in await conn.execute(query)]
+
+    async def unusable_tokens(self, token_ids: Sequence[int]) -> set[int]:
+        """Of these token ids: the revoked, expired or deleted ones."""
+        if not token_ids:
+            return set()
+        ids = list(token_ids)
+        query = select(AgentToken.id).where(
+            AgentToken.id.in_(ids),
+            AgentToken.revoked_at.is_(None),
+            or_(AgentToken.expires_at.is_(None), AgentToken.expires_at > utcnow()),
+        )
+        async with self.engine.connect() as conn:
+            usable = {int(row.id) for row in await conn.execute(query)}
+        return set(ids) - usable

@@ -1,0 +1,1 @@
+"""Agents: registration, agent tokens and the record of live agent connections."""

@@ -1,0 +1,74 @@
+"""Agents, their tokens (hashes only), agent-server replicas and live connections."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, IntPK, utcnow
+
+AGENT_TOKEN_PREFIX = "cpa_"  # noqa: S105 - a prefix, not a secret
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[IntPK]
+    project_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentToken(Base):
+    __tablename__ = "agent_tokens"
+
+    id: Mapped[IntPK]
+    agent_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("agents.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    # Indexed: every agent-server replica polls for recent revocations.
+    revoked_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class AgentServerReplica(Base):
+    """A running agent-server process; rows whose heartbeat is stale are dead replicas."""
+
+    __tablename__ = "agent_server_replicas"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # Where the other replicas send proxy requests for agents connected here.
+    proxy_url: Mapped[str] = mapped_column(String(500))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AgentConnection(Base):
+    """One live tunnel: written on connect, deleted on disconnect or with its replica."""
+
+    __tablename__ = "agent_connections"
+    __table_args__ = (Index(None, "agent_id", "replica"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("agents.id", ondelete="CASCADE"))
+    token_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("agent_tokens.id", ondelete="CASCADE"), index=True
+    )
+    replica: Mapped[str] = mapped_column(
+        String(200), ForeignKey("agent_server_replicas.name", ondelete="CASCADE"), index=True
+    )
+    agent_version: Mapped[str] = mapped_column(String(64))
+    kubernetes_version: Mapped[str] = mapped_column(String(64))
+    source_address: Mapped[str] = mapped_column(String(64))
+    connected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

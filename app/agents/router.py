@@ -1,0 +1,94 @@
+"""HTTP routes for a project's agents, their tokens and their live connections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from app.agents import repository, service
+from app.agents.schemas import (
+    AgentConnectionRead,
+    AgentCreate,
+    AgentRead,
+    AgentTokenCreate,
+    AgentTokenCreated,
+    AgentTokenRead,
+)
+from app.auth.dependencies import PrincipalDep, SessionDep
+from app.auth.models import Role
+from app.core.pagination import Page, PageParams, make_page, page_params
+
+router = APIRouter(prefix="/api/v1/projects/{project_id}/agents", tags=["agents"])
+Params = Annotated[PageParams, Depends(page_params)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_agent")
+async def create_agent(
+    project_id: int, data: AgentCreate, session: SessionDep, principal: PrincipalDep
+) -> AgentRead:
+    """Register an agent (maintainer). Its name is a DNS label, unique in the project."""
+    return AgentRead.of(await service.create(session, principal, project_id, data.name))
+
+
+@router.get("", operation_id="list_agents")
+async def list_agents(
+    project_id: int, session: SessionDep, principal: PrincipalDep, params: Params
+) -> Page[AgentRead]:
+    principal.require_project(project_id, Role.reporter)
+    items, cursor = make_page(await repository.list_page(session, project_id, params), params)
+    return Page(items=[AgentRead.of(a) for a in items], next_cursor=cursor)
+
+
+@router.get("/{agent_id}", operation_id="get_agent")
+async def get_agent(
+    project_id: int, agent_id: int, session: SessionDep, principal: PrincipalDep
+) -> AgentRead:
+    return AgentRead.of(await service.get(session, principal, project_id, agent_id, Role.reporter))
+
+
+@router.post(
+    "/{agent_id}/tokens", status_code=status.HTTP_201_CREATED, operation_id="create_agent_token"
+)
+async def create_agent_token(
+    project_id: int,
+    agent_id: int,
+    data: AgentTokenCreate,
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> AgentTokenCreated:
+    """Create an agent token (maintainer); the token is in this response only."""
+    token, raw = await service.create_token(
+        session, principal, project_id, agent_id, name=data.name, expires_at=data.expires_at
+    )
+    return AgentTokenCreated(**AgentTokenRead.of(token).model_dump(), token=raw)
+
+
+@router.get("/{agent_id}/tokens", operation_id="list_agent_tokens")
+async def list_agent_tokens(
+    project_id: int, agent_id: int, session: SessionDep, principal: PrincipalDep, params: Params
+) -> Page[AgentTokenRead]:
+    agent = await service.get(session, principal, project_id, agent_id, Role.reporter)
+    items, cursor = make_page(await repository.list_tokens(session, agent.id, params), params)
+    return Page(items=[AgentTokenRead.of(t) for t in items], next_cursor=cursor)
+
+
+@router.delete(
+    "/{agent_id}/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="revoke_agent_token",
+)
+async def revoke_agent_token(
+    project_id: int, agent_id: int, token_id: int, session: SessionDep, principal: PrincipalDep
+) -> None:
+    """Revoke a token (maintainer); its live connections close within a second."""
+    await service.revoke_token(session, principal, project_id, agent_id, token_id)
+
+
+@router.get("/{agent_id}/connections", operation_id="list_agent_connections")
+async def list_agent_connections(
+    project_id: int, agent_id: int, session: SessionDep, principal: PrincipalDep
+) -> list[AgentConnectionRead]:
+    """Live connections of the agent: replica, versions, connected at, last heartbeat."""
+    rows = await service.connections(session, principal, project_id, agent_id)
+    return [AgentConnectionRead.of(r) for r in rows]

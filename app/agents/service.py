@@ -1,0 +1,123 @@
+"""Rules for agents and their tokens: registration, token limit, show-once tokens, revocation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.agents import repository
+from app.agents.models import AGENT_TOKEN_PREFIX, Agent, AgentConnection, AgentToken
+from app.agents.settings import get_agents_settings
+from app.audit.service import record_audit
+from app.auth.models import Role
+from app.auth.principal import Principal
+from app.auth.tokens import display_prefix, generate_token, hash_token
+from app.core.db import utcnow
+from app.core.errors import BadRequestError, ConflictError, NotFoundError
+from app.projects.service import get_visible
+
+
+async def get(
+    session: AsyncSession, principal: Principal, project_id: int, agent_id: int, role: Role
+) -> Agent:
+    principal.require_project(project_id, role)
+    agent = await repository.get(session, project_id, agent_id)
+    if agent is None:
+        raise NotFoundError("The agent does not exist.", code="agent_not_found")
+    return agent
+
+
+async def create(session: AsyncSession, principal: Principal, project_id: int, name: str) -> Agent:
+    principal.require_project(project_id, Role.maintainer)
+    await get_visible(session, principal, project_id)
+    if await repository.name_taken(session, project_id, name):
+        raise ConflictError(f"The project has an agent named {name!r}.", code="agent_name_taken")
+    agent = Agent(project_id=project_id, name=name)
+    session.add(agent)
+    await session.flush()
+    record_audit(
+        session,
+        principal,
+        "agent.create",
+        "agent",
+        agent.id,
+        project_id=project_id,
+        details={"name": name},
+    )
+    return agent
+
+
+async def create_token(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    agent_id: int,
+    *,
+    name: str,
+    expires_at: datetime | None,
+) -> tuple[AgentToken, str]:
+    agent = await get(session, principal, project_id, agent_id, Role.maintainer)
+    now = utcnow()
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise BadRequestError("expires_at needs a time zone.", code="invalid_expiry")
+        if expires_at <= now:
+            raise BadRequestError("expires_at must be in the future.", code="invalid_expiry")
+    await repository.lock_agent(session, agent.id)
+    limit = get_agents_settings().agent_max_tokens
+    if await repository.count_active_tokens(session, agent.id, now) >= limit:
+        raise ConflictError(
+            f"The agent already has {limit} active tokens; revoke one first.",
+            code="too_many_tokens",
+        )
+    raw = generate_token(AGENT_TOKEN_PREFIX)
+    token = AgentToken(
+        agent_id=agent.id,
+        name=name,
+        token_hash=hash_token(raw),
+        token_prefix=display_prefix(raw),
+        expires_at=expires_at,
+        created_at=now,
+    )
+    session.add(token)
+    await session.flush()
+    record_audit(
+        session,
+        principal,
+        "agent_token.create",
+        "agent_token",
+        token.id,
+        project_id=project_id,
+        details={"agent_id": agent.id, "name": name},
+    )
+    return token, raw
+
+
+async def revoke_token(
+    session: AsyncSession, principal: Principal, project_id: int, agent_id: int, token_id: int
+) -> None:
+    """Revoke; every agent-server replica closes the token's connections within a second."""
+    agent = await get(session, principal, project_id, agent_id, Role.maintainer)
+    token = await repository.get_token(session, agent.id, token_id)
+    if token is None:
+        raise NotFoundError("The agent token does not exist.", code="agent_token_not_found")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        record_audit(
+            session,
+            principal,
+            "agent_token.revoke",
+            "agent_token",
+            token.id,
+            project_id=project_id,
+            details={"agent_id": agent.id},
+        )
+
+
+async def connections(
+    session: AsyncSession, principal: Principal, project_id: int, agent_id: int
+) -> list[AgentConnection]:
+    agent = await get(session, principal, project_id, agent_id, Role.reporter)
+    dead_after = get_agents_settings().agent_replica_dead_after
+    return await repository.live_connections(session, agent.id, utcnow(), dead_after)

@@ -1,0 +1,179 @@
+"""Benchmark: GET through agent server + agent vs directly to kube-apiserver, and vs a bare
+aiohttp reverse-proxy hop, all in the same run.
+
+Usage: uv run python bench/agent_proxy.py [--duration 10] [--rounds 3]
+Needs wrk, Postgres (CLUSTERPORT_TEST_DATABASE_URL) and the Kubernetes binaries from
+scripts/kube-tools. Reports the median over rounds of: p50 with one request in flight, req/s
+with 64 in flight (as a ratio to direct), and CPU seconds per request spent by the proxy
+processes (agent server + agent, or the bare proxy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.agent_common import (
+    ROOT,
+    cpu_seconds,
+    database,
+    free_port,
+    kube_apiserver,
+    start_server,
+)
+
+PATH = "/api/v1/namespaces/default"
+
+
+@dataclass
+class Run:
+    requests: int
+    rps: float
+    p50_ms: float
+
+
+def wrk(url: str, token: str, connections: int, duration: int) -> Run:
+    threads = 1 if connections == 1 else 2
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {token}",
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"errors during the run:\n{out}")
+    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    match = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    assert match
+    value, unit = float(match.group(1)), match.group(2)
+    p50 = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return Run(count, rps, p50)
+
+
+def measured(
+    url: str, token: str, connections: int, duration: int, pids: list[int]
+) -> tuple[Run, float]:
+    before = sum(cpu_seconds(pid) for pid in pids)
+    run = wrk(url, token, connections, duration)
+    spent = sum(cpu_seconds(pid) for pid in pids) - before
+    return run, spent / run.requests if pids else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    processes: list[subprocess.Popen[bytes]] = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        kube_apiserver(Path(tmp) / "kube") as kube,
+        database(1) as seeded,
+    ):
+        server = start_server(seeded.env)
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "agent"],
+            env={
+                **seeded.env,
+                "CLUSTERPORT_AGENT_SERVER_URL": f"ws://127.0.0.1:{server.agent_port}/agent/connect",
+                "CLUSTERPORT_AGENT_TOKEN": seeded.agent_tokens[0],
+                "CLUSTERPORT_AGENT_KUBECONFIG": str(kube.kubeconfig),
+                "CLUSTERPORT_AGENT_LIVENESS_HOST": "127.0.0.1",
+                "CLUSTERPORT_AGENT_LIVENESS_PORT": str(free_port()),
+            },
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        bare_port = free_port()
+        bare = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.agent_bare_proxy",
+                str(bare_port),
+                kube.url,
+                kube.token,
+                str(kube.ca_file),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes += [agent, bare]
+        try:
+            agent_url = (
+                f"http://127.0.0.1:{server.proxy_port}/k8s-proxy/agents/{seeded.agent_ids[0]}{PATH}"
+            )
+            bare_url = f"http://127.0.0.1:{bare_port}{PATH}"
+            direct_url = kube.url + PATH
+            headers = {"Authorization": f"Bearer {seeded.api_token}"}
+            deadline = time.monotonic() + 60
+            while httpx.get(agent_url, headers=headers).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the agent did not connect")
+                time.sleep(0.2)
+            while True:
+                try:
+                    if httpx.get(bare_url).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            targets = {
+                "direct": (direct_url, kube.token, []),
+                "bare aiohttp proxy": (bare_url, "unused", [bare.pid]),
+                "agent server + agent": (agent_url, seeded.api_token, [server.pid, agent.pid]),
+            }
+            for url, token, _ in targets.values():
+                wrk(url, token, 8, 2)  # warm-up
+            p50: dict[str, list[float]] = {k: [] for k in targets}
+            rps: dict[str, list[float]] = {k: [] for k in targets}
+            cpu: dict[str, list[float]] = {k: [] for k in targets}
+            for _ in range(args.rounds):
+                for name, (url, token, pids) in targets.items():
+                    single, _ = measured(url, token, 1, args.duration, pids)
+                    loaded, per_request = measured(url, token, 64, args.duration, pids)
+                    p50[name].append(single.p50_ms)
+                    rps[name].append(loaded.rps)
+                    cpu[name].append(per_request)
+            med = {
+                k: (statistics.median(p50[k]), statistics.median(rps[k]), statistics.median(cpu[k]))
+                for k in targets
+            }
+            direct = med["direct"]
+            print(
+                f"{'':>22}  {'p50 @1 (ms)':>12}  {'req/s @64':>10}  {'vs direct':>9}  "
+                f"{'CPU/req (us)':>12}"
+            )
+            for name, (lat, r, c) in med.items():
+                print(f"{name:>22}  {lat:12.2f}  {r:10.0f}  {r / direct[1]:8.2f}x  {c * 1e6:12.0f}")
+            agent_med, bare_med = med["agent server + agent"], med["bare aiohttp proxy"]
+            print(
+                f"added p50 through the agent: {agent_med[0] - direct[0]:.2f} ms "
+                f"(bare proxy adds {bare_med[0] - direct[0]:.2f} ms)"
+            )
+            print(f"CPU per proxied request: {agent_med[2] / bare_med[2]:.2f}x the bare proxy hop")
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait()
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

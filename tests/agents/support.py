@@ -1,0 +1,197 @@
+"""Real `clusterport agent-server` and `clusterport agent` processes for the agent tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CLUSTERPORT = str(Path(sys.executable).with_name("clusterport"))
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert: Path
+    key: Path
+
+
+def make_tls(folder: Path) -> TLSFiles:
+    """A self-signed serving certificate for 127.0.0.1 (also its own CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clusterport-agent-server")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    files = TLSFiles(folder / "tls.crt", folder / "tls.key")
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return int(self.popen.returncode)
+
+
+def start(name: str, args: list[str], env: dict[str, str], tmp: Path) -> Process:
+    log_path = tmp / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            [CLUSTERPORT, *args],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return Process(name, popen, log_path, env)
+
+
+@dataclass
+class AgentServerProc:
+    replica: str
+    agent_port: int
+    proxy_port: int
+    health_port: int
+    process: Process
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def agent_url(self) -> str:
+        return f"wss://127.0.0.1:{self.agent_port}/agent/connect"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"https://127.0.0.1:{self.proxy_port}"
+
+    def ready(self) -> bool:
+        if not self.process.alive():
+            raise AssertionError(f"agent server exited:\n{self.process.log()}")
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/readiness"
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def start_agent_server(
+    tmp: Path, tls: TLSFiles, *, agent_port: int | None = None, extra: dict[str, str] | None = None
+) -> AgentServerProc:
+    replica = f"replica-{uuid.uuid4().hex[:8]}"
+    ports = (agent_port or free_port(), free_port(), free_port())
+    env = {
+        "CLUSTERPORT_AGENT_BIND_HOST": "127.0.0.1",
+        "CLUSTERPORT_AGENT_PORT": str(ports[0]),
+        "CLUSTERPORT_AGENT_PROXY_PORT": str(ports[1]),
+        "CLUSTERPORT_HEALTH_PORT": str(ports[2]),
+        "CLUSTERPORT_AGENT_REPLICA_NAME": replica,
+        "CLUSTERPORT_AGENT_HEARTBEAT_INTERVAL": "1",
+        "CLUSTERPORT_AGENT_REPLICA_HEARTBEAT": "0.5",
+        "CLUSTERPORT_AGENT_REPLICA_DEAD_AFTER": "3",
+        "CLUSTERPORT_AGENT_DRAIN_RECONNECT_MS": "300",
+        "CLUSTERPORT_AGENT_DRAIN_GRACE": "2",
+        "CLUSTERPORT_AGENT_TLS_CERT_FILE": str(tls.cert),
+        "CLUSTERPORT_AGENT_TLS_KEY_FILE": str(tls.key),
+        "CLUSTERPORT_AGENT_TLS_CA_FILE": str(tls.cert),
+        **(extra or {}),
+    }
+    proc = AgentServerProc(
+        replica, *ports, process=start("agent-server", ["agent-server"], env, tmp), env=env
+    )
+    wait_until(proc.ready, "the agent server to be ready")
+    return proc
+
+
+def start_agent(
+    tmp: Path,
+    server_url: str,
+    token: str,
+    kubeconfig: Path | None,
+    ca_file: Path,
+    extra: dict[str, str] | None = None,
+) -> Process:
+    env = {
+        "CLUSTERPORT_AGENT_SERVER_CA_FILE": str(ca_file),
+        "CLUSTERPORT_AGENT_SERVER_URL": server_url,
+        "CLUSTERPORT_AGENT_TOKEN": token,
+        **({"CLUSTERPORT_AGENT_KUBECONFIG": str(kubeconfig)} if kubeconfig else {}),
+        "CLUSTERPORT_AGENT_LIVENESS_HOST": "127.0.0.1",
+        "CLUSTERPORT_AGENT_LIVENESS_PORT": str(free_port()),
+        "CLUSTERPORT_AGENT_BACKOFF_BASE": "0.1",
+        "CLUSTERPORT_AGENT_BACKOFF_CAP": "1",
+        **(extra or {}),
+    }
+    return start("agent", ["agent"], env, tmp)

@@ -1,0 +1,54 @@
+"""Admission rules (token buckets, address lists) and the agent's reconnect backoff."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from app.agent.main import Backoff
+from app.agent_server.admission import TokenBuckets, address_allowed
+from app.agent_server.config import AgentServerSettings
+
+
+def test_token_bucket_admits_a_burst_then_asks_to_wait() -> None:
+    buckets = TokenBuckets(rate=0.5, burst=3)
+    assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = buckets.take("a")
+    assert 0 < wait <= 2.0  # one token per two seconds
+    assert buckets.take("b") == 0.0  # keys are independent
+
+
+def test_token_buckets_stay_bounded_in_number_of_keys() -> None:
+    buckets = TokenBuckets(rate=1, burst=1, max_keys=100)
+    for i in range(1000):
+        buckets.take(f"key-{i}")
+    assert len(buckets._buckets) == 100
+
+
+def test_address_lists_deny_wins_and_allow_restricts() -> None:
+    net = ipaddress.ip_network
+    assert address_allowed("10.1.2.3", [], [])
+    assert not address_allowed("10.1.2.3", [], [net("10.0.0.0/8")])
+    assert not address_allowed("10.1.2.3", [net("10.0.0.0/8")], [net("10.1.0.0/16")])
+    assert address_allowed("10.2.0.1", [net("10.0.0.0/8")], [net("10.1.0.0/16")])
+    assert not address_allowed("192.168.0.1", [net("10.0.0.0/8")], [])
+    # IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+    assert not address_allowed("::ffff:10.1.2.3", [], [net("10.0.0.0/8")])
+    assert not address_allowed("not-an-address", [], [])
+
+
+def test_address_lists_are_read_from_comma_separated_settings() -> None:
+    settings = AgentServerSettings(agent_ip_allow="10.0.0.0/8, 192.168.1.7", agent_ip_deny="")
+    assert settings.agent_ip_allow == [
+        net for net in map(ipaddress.ip_network, ["10.0.0.0/8", "192.168.1.7/32"])
+    ]
+    assert settings.agent_ip_deny == []
+
+
+def test_decorrelated_jitter_backoff_spreads_and_is_capped() -> None:
+    backoff = Backoff(base=0.5, cap=30)
+    delays = [backoff.next() for _ in range(200)]
+    assert all(0.5 <= d <= 30 for d in delays)
+    assert max(delays) == 30  # grows to the cap under repeated failures
+    assert len({round(d, 6) for d in delays[:20]}) > 10  # jittered, not lockstep
+    backoff.reset()
+    assert backoff.next() <= 1.5  # after a good connection it starts small again
