@@ -13,6 +13,7 @@ from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.namespaces.router import environments_router
 from app.namespaces.router import router as namespaces_router
 from app.projects.router import router as projects_router
+from app.providers.aws.router import router as eks_router
 
 API_DESCRIPTION = """
 clusterport connects Kubernetes clusters to a platform: register clusters, give projects
@@ -45,6 +46,7 @@ def create_app() -> FastAPI:
         cluster_state_router,
         audit_router,
         agents_router,
+        eks_router,
     ):
         app.include_router(router)
     return app

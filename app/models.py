@@ -8,6 +8,7 @@ from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.db import Base
 from app.namespaces.models import ProjectNamespace
 from app.projects.models import Project
+from app.providers.aws.models import AwsExternalId, EksProvider
 
 __all__ = [
     "AccessToken",
@@ -16,9 +17,11 @@ __all__ = [
     "AgentServerReplica",
     "AgentToken",
     "AuditEvent",
+    "AwsExternalId",
     "Base",
     "Cluster",
     "ClusterResourceCache",
+    "EksProvider",
     "KubernetesPlatform",
     "Project",
     "ProjectNamespace",

@@ -1,0 +1,1 @@
+"""Typed wrapper around boto3: the only package that imports it."""

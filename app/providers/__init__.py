@@ -1,0 +1,1 @@
+"""Cluster providers that create clusters for a project (Amazon EKS so far)."""
