@@ -251,8 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_keys_generate
     )
     from app.agent_server.cli import register_commands
+    from app.providers.aws.cli import add_wait_parser
 
     register_commands(sub)
+    clusters = sub.add_parser("clusters", help="Clusters.").add_subparsers(
+        dest="clusters_command", required=True
+    )
+    add_wait_parser(clusters)
     return parser
 
 

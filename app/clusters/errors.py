@@ -19,6 +19,18 @@ MESSAGES = {
     "no_credentials": "The cluster has no stored credentials to connect with.",
     "token_not_issued": "The cluster never filled the service account token Secret.",
     "internal_error": "clusterport failed while talking to the cluster.",
+    # Amazon EKS provisioning (AWS error codes are stored as AWS names them).
+    "AccessDenied": "AWS refused the request: check the provisioning role's trust policy, "
+    "external ID and permissions.",
+    "ProvisioningTimeout": "The CloudFormation stack did not finish within the time limit.",
+    "StackNotFound": "The CloudFormation stack disappeared during provisioning.",
+    "InvalidStackOutputs": "The CloudFormation stack's outputs are not what clusterport needs.",
+    "StackOutputsMissing": "The stack finished without the outputs clusterport needs.",
+    "InvalidAwsAuthConfigMap": "The aws-auth ConfigMap cannot be parsed; it was left as is.",
+    "ServiceAccountTokenTimeout": "The cluster did not issue clusterport's service account token.",
+    "ROLLBACK_COMPLETE": "The CloudFormation stack failed and was rolled back.",
+    "ROLLBACK_FAILED": "The CloudFormation stack failed and its rollback failed too.",
+    "CREATE_FAILED": "The CloudFormation stack could not be created.",
 }
 
 

@@ -29,7 +29,7 @@ async def get(
     return cluster
 
 
-async def _check_unique(
+async def check_unique(
     session: AsyncSession, project_id: int, name: str | None, scope: str | None, exclude: int | None
 ) -> None:
     if name is not None and await repository.name_taken(
@@ -58,7 +58,7 @@ async def create(
 ) -> Cluster:
     principal.require_project(project_id, Role.maintainer)
     await get_visible(session, principal, project_id)
-    await _check_unique(session, project_id, data.name, data.environment_scope, None)
+    await check_unique(session, project_id, data.name, data.environment_scope, None)
     await _check_url(data.kubernetes.api_url)
     cluster = Cluster(
         project_id=project_id,
@@ -101,7 +101,7 @@ async def update(
 ) -> Cluster:
     cluster = await get(session, principal, project_id, cluster_id, Role.maintainer)
     changes = data.model_dump(exclude_unset=True, exclude={"kubernetes"})
-    await _check_unique(
+    await check_unique(
         session, project_id, changes.get("name"), changes.get("environment_scope"), cluster.id
     )
     recheck = False

@@ -11,7 +11,7 @@ from app.audit.service import record_audit
 from app.auth.models import Role
 from app.auth.principal import Principal
 from app.clusters.models import Cluster, ClusterStatus, ProviderType
-from app.clusters.service import _check_unique as check_unique
+from app.clusters.service import check_unique
 from app.core.errors import NotFoundError
 from app.core.jobs import actor_named, enqueue_after_commit
 from app.projects.service import get_visible
