@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,10 +21,31 @@ API_TOKEN_PREFIX = "cpt_"  # noqa: S105  (a prefix, not a secret)
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
+# Recently authenticated tokens, so a burst of requests with one token costs one lookup. An
+# entry lives one second: a revocation through another replica takes effect within a second
+# everywhere (like agent tokens), and at once on the replica that revoked it.
+RECENT_TTL_SECONDS = 1.0
+_RECENT_MAX = 10_000
+_recent: dict[str, tuple[float, Principal, datetime | None]] = {}
+
+
+def forget_recent_tokens() -> None:
+    _recent.clear()
+
+
 async def authenticate(session: AsyncSession, raw: str) -> Principal:
     if not raw.startswith(API_TOKEN_PREFIX):
         raise UnauthorizedError("The token is not a clusterport API token.", code="invalid_token")
-    token = await repository.get_by_hash(session, hash_token(raw))
+    token_hash = hash_token(raw)
+    cached = _recent.get(token_hash)
+    if cached is not None:
+        seen_at, principal, expires_at = cached
+        if time.monotonic() - seen_at < RECENT_TTL_SECONDS and (
+            expires_at is None or expires_at > utcnow()
+        ):
+            return principal
+        del _recent[token_hash]
+    token = await repository.get_by_hash(session, token_hash)
     if token is None:
         raise UnauthorizedError("The token is not valid.", code="invalid_token")
     now = utcnow()
@@ -33,7 +55,11 @@ async def authenticate(session: AsyncSession, raw: str) -> Principal:
         raise UnauthorizedError("The token has expired.", code="token_expired")
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_GRANULARITY:
         await repository.touch(session, token.id, now)
-    return Principal(token.id, token.name, Role(token.role), token.project_id)
+    principal = Principal(token.id, token.name, Role(token.role), token.project_id)
+    if len(_recent) >= _RECENT_MAX:
+        _recent.clear()
+    _recent[token_hash] = (time.monotonic(), principal, token.expires_at)
+    return principal
 
 
 def _check_expiry(expires_at: datetime | None) -> None:
@@ -97,6 +123,7 @@ async def revoke_token(
         raise NotFoundError("The token does not exist.", code="token_not_found")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        forget_recent_tokens()
         record_audit(
             session, principal, "token.revoke", "access_token", token.id, project_id=project_id
         )
