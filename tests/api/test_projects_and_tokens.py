@@ -177,3 +177,31 @@ async def test_project_with_clusters_cannot_be_deleted(admin: Api, test_ca_pem: 
     ).status_code == 204
     assert (await admin.delete(f"/api/v1/projects/{pid}")).status_code == 204
     assert (await admin.get(f"/api/v1/projects/{pid}")).status_code == 404
+
+
+async def test_revocation_by_another_replica_takes_effect_within_a_second(admin: Api) -> None:
+    import asyncio
+    import time
+
+    from sqlalchemy import update
+
+    from app.auth.models import AccessToken
+    from app.core.db import session_scope, utcnow
+
+    project = await admin.create_project()
+    pid = project["id"]
+    created = (
+        await admin.post(f"/api/v1/projects/{pid}/tokens", {"name": "t", "role": "reporter"})
+    ).json()
+    member = admin.as_token(created["token"])
+    assert (await member.get(f"/api/v1/projects/{pid}")).status_code == 200
+    # Another replica revokes it: only the database changes, not this process's memory.
+    with session_scope() as session:
+        session.execute(
+            update(AccessToken).where(AccessToken.id == created["id"]).values(revoked_at=utcnow())
+        )
+    deadline = time.monotonic() + 5
+    while (status := (await member.get(f"/api/v1/projects/{pid}")).status_code) == 200:
+        assert time.monotonic() < deadline, "still accepted 5 s after revocation"
+        await asyncio.sleep(0.1)
+    assert status == 401
