@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -51,47 +51,32 @@ def _session(credentials: TemporaryCredentials | None) -> boto3.session.Session:
     return session
 
 
-def _keys(credentials: TemporaryCredentials | None) -> tuple[str | None, str | None, str | None]:
-    # None for all three: the service's own identity from the default chain (instance role,
-    # IRSA, environment).
-    if credentials is None:
-        return None, None, None
-    return credentials.access_key_id, credentials.secret_access_key, credentials.session_token
-
-
-def _config() -> Config:
+def _client_options(region: str, credentials: TemporaryCredentials | None) -> dict[str, Any]:
     settings = get_aws_settings()
-    return Config(
-        connect_timeout=settings.connect_timeout_seconds,
-        read_timeout=settings.read_timeout_seconds,
-        retries={"mode": "standard", "max_attempts": settings.max_attempts},
-        user_agent_extra="clusterport",
-    )
+    options: dict[str, Any] = {
+        "region_name": region,
+        "endpoint_url": settings.endpoint_url,
+        "config": Config(
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            retries={"mode": "standard", "max_attempts": settings.max_attempts},
+            user_agent_extra="clusterport",
+        ),
+    }
+    # Without credentials: the service's own identity from the default chain (instance role,
+    # IRSA, environment).
+    if credentials is not None:
+        options["aws_access_key_id"] = credentials.access_key_id
+        options["aws_secret_access_key"] = credentials.secret_access_key
+        options["aws_session_token"] = credentials.session_token
+    return options
 
 
 def sts_client(region: str, credentials: TemporaryCredentials | None = None) -> STSClient:
     """STS client for `region`, with the service identity unless credentials are given."""
-    key_id, secret, token = _keys(credentials)
-    return _session(credentials).client(
-        "sts",
-        region_name=region,
-        endpoint_url=get_aws_settings().endpoint_url,
-        config=_config(),
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        aws_session_token=token,
-    )
+    return _session(credentials).client("sts", **_client_options(region, credentials))
 
 
 def cloudformation_client(region: str, credentials: TemporaryCredentials) -> CloudFormationClient:
     """CloudFormation client acting with the assumed role's credentials."""
-    key_id, secret, token = _keys(credentials)
-    return _session(credentials).client(
-        "cloudformation",
-        region_name=region,
-        endpoint_url=get_aws_settings().endpoint_url,
-        config=_config(),
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        aws_session_token=token,
-    )
+    return _session(credentials).client("cloudformation", **_client_options(region, credentials))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import ipaddress
 import ssl
 import tempfile
 import threading
@@ -28,43 +27,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from app.aws.eks_token import CLUSTER_ID_HEADER, TOKEN_PREFIX, presigned_url_from_token
+from tests.support.certs import write_self_signed
 from tests.support.moto_server import assumed_role_for_key
 from tests.support.sigv4 import presigned_signature_matches
 
 MAX_TOKEN_AGE = dt.timedelta(minutes=15)
-
-
-def _self_signed() -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "eks-front.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def authenticate_eks_token(token: str, cluster_name: str, *, now: dt.datetime) -> str | None:
@@ -132,11 +101,8 @@ def running_eks_front(
     *, upstream_url: str, upstream_ca_pem: str, upstream_token: str, cluster_name: str
 ) -> Iterator[EksFront]:
     """Serve the front on a random loopback port for the duration of the block."""
-    cert_pem, key_pem = _self_signed()
     with tempfile.TemporaryDirectory() as tmp:
-        cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-        cert_file.write_bytes(cert_pem)
-        key_file.write_bytes(key_pem)
+        cert_pem, cert_file, key_file = write_self_signed(Path(tmp), "tls", "eks-front.test")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
     upstream = httpx.Client(
@@ -145,7 +111,7 @@ def running_eks_front(
         timeout=30,
         follow_redirects=False,
     )
-    front = EksFront(url="", ca_pem=cert_pem.decode(), cluster_name=cluster_name)
+    front = EksFront(url="", ca_pem=cert_pem, cluster_name=cluster_name)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
