@@ -7,9 +7,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from app.core.settings import Settings, get_settings, reset_settings
 
@@ -116,8 +115,9 @@ async def _run_http(settings: Settings, *, with_agent_server: bool) -> None:
     ]
     tasks = []
     if with_agent_server:
-        for hook in AGENT_SERVER_HOOKS:
-            tasks.append(hook(settings))
+        from app.agent_server.cli import serve_hook
+
+        tasks.append(serve_hook(settings))
 
     def started() -> None:
         print(
@@ -128,21 +128,6 @@ async def _run_http(settings: Settings, *, with_agent_server: bool) -> None:
         )
 
     await run_servers(servers, tasks, on_started=started)
-
-
-# Components that `serve` runs beside the API (the agent server registers itself here).
-AGENT_SERVER_HOOKS: list[
-    Callable[[Settings], Callable[[asyncio.Event], Coroutine[Any, Any, None]]]
-] = []
-
-
-def _agent_server_hook(settings: Settings) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
-    from app.agent_server.cli import serve_hook
-
-    return serve_hook(settings)
-
-
-AGENT_SERVER_HOOKS.append(_agent_server_hook)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ async def list_page(
     return list((await session.scalars(paginate_query(query, AccessToken.id, params))).all())
 
 
-async def touch(session: AsyncSession, token_id: int, when: object) -> None:
+async def touch(session: AsyncSession, token_id: int, when: datetime) -> None:
     await session.execute(
         update(AccessToken).where(AccessToken.id == token_id).values(last_used_at=when)
     )

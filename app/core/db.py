@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, Text, event
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, Text, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -118,8 +118,6 @@ def _engine_options(url: str) -> dict[str, Any]:
 
 @functools.cache
 def get_engine(url: str | None = None) -> Engine:
-    from sqlalchemy import create_engine
-
     url = sync_url(url or get_settings().effective_database_url())
     engine = create_engine(url, **_engine_options(url))
     if engine.dialect.name == "sqlite":
