@@ -8,7 +8,8 @@ That local cluster runs workloads without a kubelet: kube-scheduler binds pods t
 (`kwok-node`) whose kubelet is kwok, so no container runs but pods go Running and Ready at once,
 Deployments become Available and pods of Jobs succeed (the Job completes). kwok also serves:
 
-- `kubectl exec POD -- CMD` runs CMD on this machine in `KubeCluster.exec_workdir`;
+- `kubectl exec POD -- CMD` runs CMD on this machine in `KubeCluster.exec_workdir` (a failing CMD
+  gives kubectl an internal error mentioning `exit status N`, not the exit code N);
 - `kubectl logs POD` prints the lines of `KubeCluster.pod_log` (the same file for every pod and
   container; add lines with `KubeCluster.append_pod_log`);
 - `kubectl port-forward POD L:ANY` reaches `KubeCluster.forward_target`, a loopback HTTP server of
