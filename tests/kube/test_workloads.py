@@ -109,7 +109,18 @@ def test_the_fake_node_is_ready_on_loopback(cluster: KubeCluster) -> None:
     node = cluster.kubectl_json("get", "node", "kwok-node")
     assert condition(node, "Ready") == "True"
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
-    assert addresses["InternalIP"] == "127.0.0.1"
+    assert addresses == {"InternalIP": "127.0.0.1", "Hostname": "kwok-node"}
+    # kwok renews the node's Lease, so the node lifecycle controller keeps the node Ready.
+    lease = wait_until(
+        lambda: (
+            cluster.kubectl_json("get", "lease", "kwok-node", "-n", "kube-node-lease")
+            if "kwok-node"
+            in cluster.kubectl("get", "leases", "-n", "kube-node-lease", "-o", "name").stdout
+            else None
+        ),
+        "the node's lease",
+    )
+    assert lease["spec"]["holderIdentity"] == "kwok-node"
 
 
 def test_a_deployment_becomes_available(cluster: KubeCluster, namespace: str) -> None:
