@@ -120,7 +120,7 @@ def test_the_fake_node_is_ready_on_loopback(cluster: KubeCluster) -> None:
         ),
         "the node's lease",
     )
-    assert lease["spec"]["holderIdentity"] == "kwok-node"
+    assert lease["spec"]["renewTime"]
 
 
 def test_a_deployment_becomes_available(cluster: KubeCluster, namespace: str) -> None:
