@@ -160,8 +160,7 @@ def catalogue() -> dict[str, CatalogueEntry]:
 
 
 def reset_catalogue() -> None:
-    """Read the settings and the catalogue file again (tests, or after a configuration change)."""
-    get_addon_settings.cache_clear()
+    """Read the catalogue file again (tests, or after a configuration change)."""
     catalogue.cache_clear()
 
 
