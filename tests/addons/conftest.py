@@ -99,7 +99,7 @@ class TestCatalogue:
     def add(self, **fields: Any) -> str:
         from app.addons.catalogue import reset_catalogue
 
-        name = fields.pop("name", f"demo-{uuid.uuid4().hex[:8]}")
+        name: str = fields.pop("name", f"demo-{uuid.uuid4().hex[:8]}")
         entry = {
             "name": name,
             "title": "Demo",
