@@ -91,6 +91,7 @@ def helm_command(spec: InstallSpec) -> list[str]:
             "--wait",
             "--timeout",
             timeout,
+            "--ignore-not-found",
         ]
     command = ["helm", "upgrade", "--install", spec.addon, spec.chart_ref]
     if spec.repository and not spec.repository.startswith("oci://"):
@@ -250,6 +251,7 @@ _HELM_FAILURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (code, re.compile(pattern, re.IGNORECASE))
     for code, pattern in (
         ("helm_operation_in_progress", r"another operation \(install/upgrade/rollback\)"),
+        ("cluster_unreachable_from_pod", r"kubernetes cluster unreachable"),
         ("release_name_in_use", r"cannot re-use a name that is still in use"),
         ("values_rejected_by_chart", r"values don't meet the specifications of the schema"),
         ("chart_not_found", r"chart \".*\" (version \".*\" )?not found|no chart (name|version)"),
@@ -258,7 +260,6 @@ _HELM_FAILURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"is not a valid chart repository or cannot be reached|failed to fetch|"
             r"failed to do request|connection refused|no such host|i/o timeout",
         ),
-        ("cluster_unreachable_from_pod", r"kubernetes cluster unreachable"),
         ("resource_conflict", r"rendered manifests contain a resource that already exists"),
         ("forbidden", r"\bforbidden\b"),
         ("helm_wait_timeout", r"timed out waiting for the condition|context deadline exceeded"),

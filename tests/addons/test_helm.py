@@ -5,10 +5,14 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import socket
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from app.addons import helm
 from app.addons.helm import InstallSpec, JobState
+from tests.addons.conftest import CHARTS, helm_env
 
 
 def _spec(**fields: Any) -> InstallSpec:
@@ -73,6 +77,7 @@ def test_uninstall_command_and_job() -> None:
         "--wait",
         "--timeout",
         "600s",
+        "--ignore-not-found",
     ]
     job = helm.job(spec)
     assert job["metadata"]["name"] == "uninstall-ingress-nginx"
@@ -170,3 +175,70 @@ def test_release_decoding_and_drift() -> None:
     # A decompression bomb is refused, not inflated.
     bomb = base64.b64encode(base64.b64encode(gzip.compress(b"{" + b" " * (17 << 20) + b"}")))
     assert helm.decode_release(bomb.decode()) is None
+
+
+def _helm(helm_bin: str, home: Path, *args: str, kubeconfig: Path | None = None) -> str:
+    ran = subprocess.run(
+        [helm_bin, *args],
+        env=helm_env(home, kubeconfig),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode != 0, ran.stdout
+    return ran.stdout + ran.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_codes_from_real_helm_output(helm_bin: str, chart_repo: str, tmp_path: Path) -> None:
+    """helm's own failure output, produced for real, maps to our codes."""
+    home = tmp_path / "home"
+    demo = str(CHARTS / "demo")
+    cases = {
+        "chart_render_failed": ("template", "x", demo, "--set", "fail=true"),
+        "values_rejected_by_chart": ("template", "x", demo, "--set", "replicas=9"),
+        "chart_not_found": ("template", "x", "demo", "--repo", chart_repo, "--version", "9.9.9"),
+        "chart_repository_unreachable": (
+            "template",
+            "x",
+            "demo",
+            "--repo",
+            f"http://127.0.0.1:{_closed_port()}",
+        ),
+    }
+    for code, args in cases.items():
+        assert helm.helm_failure_code(_helm(helm_bin, home, *args)) == code, code
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": f"https://127.0.0.1:{_closed_port()}"}}
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    output = _helm(
+        helm_bin,
+        home,
+        "upgrade",
+        "--install",
+        "x",
+        "demo",
+        "--repo",
+        chart_repo,
+        kubeconfig=kubeconfig,
+    )
+    assert helm.helm_failure_code(output) == "cluster_unreachable_from_pod"
