@@ -89,7 +89,7 @@ def chart_repo(helm_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @dataclass
-class TestCatalogue:
+class DemoCatalogue:
     """Writes catalogue entries (unique names per test) into the operator's catalogue file."""
 
     path: Path
@@ -133,14 +133,14 @@ def addon_settings() -> Iterator[Any]:
 
 
 @pytest.fixture
-def test_catalogue(addon_settings: Any, chart_repo: str, tmp_path: Path) -> Iterator[TestCatalogue]:
+def test_catalogue(addon_settings: Any, chart_repo: str, tmp_path: Path) -> Iterator[DemoCatalogue]:
     from app.addons.catalogue import reset_catalogue
 
     path = tmp_path / "catalogue.yaml"
     path.write_text("[]")
     addon_settings.catalogue_file = path
     reset_catalogue()
-    yield TestCatalogue(path, chart_repo, [])
+    yield DemoCatalogue(path, chart_repo, [])
     addon_settings.catalogue_file = None
     reset_catalogue()
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.addons.helm import NAMESPACE
-from tests.addons.conftest import TestCatalogue, run_install_pod_command
+from tests.addons.conftest import DemoCatalogue, run_install_pod_command
 from tests.conftest import Api
 from tests.kube.helpers import Project, wait_for
 from tests.support.kubeapi import KubeCluster
@@ -56,7 +56,7 @@ def _error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 async def test_bad_input_is_refused_with_a_code(
-    admin: Api, kube_cluster: KubeCluster, test_catalogue: TestCatalogue
+    admin: Api, kube_cluster: KubeCluster, test_catalogue: DemoCatalogue
 ) -> None:
     name = test_catalogue.add()
     project = await Project.create(admin)
@@ -108,7 +108,7 @@ async def test_bad_input_is_refused_with_a_code(
 
 
 async def test_install_pod_that_never_starts_times_out(
-    admin: Api, kube_cluster: KubeCluster, test_catalogue: TestCatalogue, addon_settings: Any
+    admin: Api, kube_cluster: KubeCluster, test_catalogue: DemoCatalogue, addon_settings: Any
 ) -> None:
     name = test_catalogue.add()
     addon_settings.start_timeout_seconds = 2.0
@@ -156,7 +156,7 @@ async def _job_absent(kube_cluster: KubeCluster, name: str) -> bool:
 async def test_install_upgrade_uninstall(
     admin: Api,
     kube_cluster: KubeCluster,
-    test_catalogue: TestCatalogue,
+    test_catalogue: DemoCatalogue,
     helm_bin: str,
     tmp_path: Path,
 ) -> None:
