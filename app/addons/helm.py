@@ -48,6 +48,7 @@ class InstallSpec:
     helm_timeout_seconds: int
     job_ttl_seconds: int
     node_selector: dict[str, str]
+    pod_labels: dict[str, str]
 
     @property
     def uninstall(self) -> bool:
@@ -208,7 +209,10 @@ def job(spec: InstallSpec) -> dict[str, Any]:
             "backoffLimit": 0,
             "activeDeadlineSeconds": spec.helm_timeout_seconds + JOB_DEADLINE_MARGIN_SECONDS,
             "ttlSecondsAfterFinished": spec.job_ttl_seconds,
-            "template": {"metadata": {"labels": spec.labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": {**spec.pod_labels, **spec.labels}},
+                "spec": pod_spec,
+            },
         },
     }
 

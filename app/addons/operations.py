@@ -79,6 +79,7 @@ def load(session: Session, addon_id: int, run_seq: int, s: AddonSettings) -> Run
         helm_timeout_seconds=s.helm_timeout_seconds,
         job_ttl_seconds=s.job_ttl_seconds,
         node_selector=s.installer_node_selector,
+        pod_labels=s.installer_pod_labels,
     )
     return Run(addon.id, addon.cluster_id, run_seq, spec, addon.job_created_at)
 

@@ -20,6 +20,8 @@ class AddonSettings(BaseSettings):
     # The clusterport image: install pods run `helm` from it.
     installer_image: str = "clusterport:latest"
     installer_node_selector: dict[str, str] = Field(default_factory=dict)
+    # Extra labels on install pods (network policies, cost allocation, ...).
+    installer_pod_labels: dict[str, str] = Field(default_factory=dict)
     # How often a running install Job is looked at (a delayed re-enqueue, never a sleep).
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     # An install pod that has not started running after this long ends the operation.

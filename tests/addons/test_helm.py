@@ -30,6 +30,7 @@ def _spec(**fields: Any) -> InstallSpec:
         "helm_timeout_seconds": 600,
         "job_ttl_seconds": 3600,
         "node_selector": {},
+        "pod_labels": {},
     }
     return InstallSpec(**{**base, **fields})
 
