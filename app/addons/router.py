@@ -78,6 +78,17 @@ async def delete_addon(
     return AddonRead.of(catalogue().get(name), row)
 
 
+@router.post("/{name}/check", status_code=status.HTTP_202_ACCEPTED, operation_id="check_addon")
+async def check_addon(
+    project_id: int, cluster_id: int, name: DNSLabel, session: SessionDep, principal: PrincipalDep
+) -> AddonRead:
+    """Queue a drift and health check now (developer); it also runs every
+    `CLUSTERPORT_ADDONS_HEALTH_INTERVAL_SECONDS`. The add-on turns `degraded` with a code when
+    the release differs from what was asked or its workloads are not available."""
+    row = await service.request_check(session, principal, project_id, cluster_id, name)
+    return AddonRead.of(catalogue().get(name), row)
+
+
 def _event(kind: str, data: str, event_id: str | None = None) -> str:
     lines = [f"id: {event_id}"] if event_id else []
     lines.append(f"event: {kind}")

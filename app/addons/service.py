@@ -217,5 +217,22 @@ async def uninstall(
     return row
 
 
+async def request_check(
+    session: AsyncSession, principal: Principal, project_id: int, cluster_id: int, name: str
+) -> ClusterAddon:
+    """Queue a drift and health check of an installed add-on now."""
+    await clusters_service.get(session, principal, project_id, cluster_id, Role.developer)
+    row = await repository.find(session, cluster_id, name)
+    if row is None or row.status not in (AddonStatus.installed, AddonStatus.degraded):
+        if row is None:
+            entry_for(name)
+        raise ConflictError(
+            "The add-on is not installed on this cluster.", code="addon_not_installed"
+        )
+    row.next_health_check_at = utcnow()
+    enqueue_after_commit(session, actor_named("check_addon_health"), row.id)
+    return row
+
+
 def catalogue_entries() -> list[CatalogueEntry]:
     return sorted(catalogue().values(), key=lambda e: e.name)
