@@ -309,22 +309,29 @@ REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 4
 
 
-def _secret_strings(values: Any) -> set[str]:
+_SECRET_KEY = re.compile(r"(?i)pass|secret|token|key|cred|auth|cert|private|dsn|session|cookie")
+# A value this long could be a credential whatever its key is called.
+LONG_VALUE = 16
+
+
+def _secret_strings(values: Any, secret_key: bool = False) -> set[str]:
+    """Strings of the values to hide: those under secret-sounding keys, and long ones."""
     found: set[str] = set()
     if isinstance(values, dict):
-        for value in values.values():
-            found |= _secret_strings(value)
+        for key, value in values.items():
+            found |= _secret_strings(value, secret_key or bool(_SECRET_KEY.search(str(key))))
     elif isinstance(values, list):
         for value in values:
-            found |= _secret_strings(value)
+            found |= _secret_strings(value, secret_key)
     elif isinstance(values, str) and len(values) >= MIN_SECRET_LENGTH:
-        found.add(values)
+        if secret_key or len(values) >= LONG_VALUE:
+            found.add(values)
     return found
 
 
 def scrub(text: str, values: dict[str, Any]) -> str:
-    """The text with control characters removed and secrets replaced: every string the caller
-    put in the values, private keys, tokens and `password=...`-like pairs."""
+    """The text with control characters removed and secrets replaced: the values' strings under
+    secret-sounding keys and long ones, private keys, tokens and `password=...`-like pairs."""
     text = _CONTROL.sub("", text)
     for secret in sorted(_secret_strings(values), key=len, reverse=True):
         text = text.replace(secret, REDACTED)

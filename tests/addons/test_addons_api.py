@@ -90,7 +90,7 @@ async def test_bad_input_is_refused_with_a_code(
     _error(await admin.delete(f"{base}/{name}"), 409, "addon_not_installed")
 
     reporter = admin.as_token(await admin.create_project_token(project.id, "reporter"))
-    _error(await reporter.request("PUT", f"{base}/{name}", json={}), 403, "forbidden")
+    _error(await reporter.request("PUT", f"{base}/{name}", json={}), 403, "insufficient_role")
     listed = await reporter.get(base)
     assert listed.status_code == 200
     statuses = {a["name"]: a["status"] for a in listed.json()["items"]}
@@ -254,7 +254,7 @@ async def test_install_upgrade_uninstall(
     assert addon["status"] == "installed", addon
     assert addon["installed_version"] == "0.1.0"
     lines = [e["data"] for e in await _installed_logs(admin, base, name) if e["event"] == "log"]
-    assert f'{name} is installed; it greets with "hello".' in lines
+    assert f'{name} is installed; it greets with "hello".' in lines, "\n".join(lines)
     assert "Log in with: [redacted]" in lines
     assert password not in str(lines)
 
