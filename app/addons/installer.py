@@ -9,7 +9,7 @@ from typing import Any
 from app.addons import helm
 from app.addons.helm import NAMESPACE, InstallSpec, JobState
 from app.kube import KubeClient
-from app.kube.errors import KubeConflictError, KubeError, KubeInvalidError, KubeNotFoundError
+from app.kube.errors import KubeConflictError, KubeError, KubeNotFoundError
 
 LOG_TAIL_LINES = 500
 LOG_LIMIT_BYTES = 256 * 1024
@@ -146,7 +146,10 @@ def _condition_false(conditions: Any, kind: str) -> Any | None:
 
 
 def pod_log(kube: KubeClient, pod_name: str) -> str:
-    """The pod's log with a timestamp on each line; empty while there is none to read."""
+    """The pod's log with a timestamp on each line; empty when there is none to read.
+
+    Best effort: the API server fetches logs from the node's kubelet, a hop that fails on its
+    own (5xx) while the pod starts or ends; the stored tail then stays as it was."""
     try:
         text = kube.core.read_namespaced_pod_log(
             pod_name,
@@ -155,8 +158,8 @@ def pod_log(kube: KubeClient, pod_name: str) -> str:
             tail_lines=LOG_TAIL_LINES,
             limit_bytes=LOG_LIMIT_BYTES,
         )
-    except (KubeNotFoundError, KubeInvalidError):
-        return ""  # gone, or not started yet (400)
+    except KubeError:
+        return ""  # gone, not started yet (400), or the kubelet hop failed
     return text if isinstance(text, str) else ""
 
 
