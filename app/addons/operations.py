@@ -39,6 +39,8 @@ class Run:
     run_seq: int
     spec: helm.InstallSpec
     job_created_at: datetime | None
+    # The tail stored by earlier runs: what a failure is read from when the last read fails.
+    stored_log: str
 
 
 @dataclass
@@ -81,7 +83,9 @@ def load(session: Session, addon_id: int, run_seq: int, s: AddonSettings) -> Run
         node_selector=s.installer_node_selector,
         pod_labels=s.installer_pod_labels,
     )
-    return Run(addon.id, addon.cluster_id, run_seq, spec, addon.job_created_at)
+    return Run(
+        addon.id, addon.cluster_id, run_seq, spec, addon.job_created_at, addon.log_tail or ""
+    )
 
 
 def step(kube: KubeClient, run: Run, now: datetime, s: AddonSettings) -> Outcome:
@@ -101,7 +105,8 @@ def step(kube: KubeClient, run: Run, now: datetime, s: AddonSettings) -> Outcome
             installer.clean_up(kube, spec)
         return Outcome("succeeded", log=text, pod_started=True)
     if state.failed:
-        return Outcome("failed", code=helm.failure_code(state, text), log=text)
+        code = helm.failure_code(state, text or run.stored_log)
+        return Outcome("failed", code=code, log=text)
     if not state.pod_started and now - run.job_created_at >= timedelta(
         seconds=s.start_timeout_seconds
     ):
