@@ -186,7 +186,11 @@ async def run(args: argparse.Namespace, workdir: Path, state: Path) -> dict[str,
                 to_job.append(seen["job"] - started)
                 to_installed.append(seen["installed"] - seen["complete"])
                 t0 = time.perf_counter()
-                ran = run_install_pod_command(kube, helm, f"install-{name}", workdir / name)
+                try:
+                    ran = run_install_pod_command(kube, helm, f"install-{name}", workdir / name)
+                except subprocess.TimeoutExpired:
+                    print(kube.kubectl("get", "pods,deploy,rs", "-A", "-o", "wide").stdout)
+                    raise
                 helm_runtime.append(time.perf_counter() - t0)
                 assert ran.returncode == 0, ran.stderr
                 print(

@@ -204,6 +204,18 @@ def run_install_pod_command(
         env=helm_env(home, kubeconfig),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=180,
         check=False,
     )
+
+
+def sse_events(body: str) -> list[dict[str, str]]:
+    """Server-Sent Events as dicts of their fields (`data` lines joined with newlines)."""
+    events = []
+    for block in body.strip().split("\n\n"):
+        event: dict[str, str] = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(": ")
+            event[key] = f"{event[key]}\n{value}" if key in event else value
+        events.append(event)
+    return events

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from app.addons.helm import NAMESPACE
-from tests.addons.conftest import DemoCatalogue, helm_env, run_install_pod_command
+from tests.addons.conftest import DemoCatalogue, helm_env, run_install_pod_command, sse_events
 from tests.conftest import Api
 from tests.kube.helpers import Project, wait_for
 from tests.support.kubeapi import POD_FAILS_LABEL, KubeCluster
@@ -203,18 +203,7 @@ def _run_and_log(
 async def _installed_logs(api: Api, base: str, name: str) -> list[dict[str, str]]:
     response = await api.get(f"{base}/{name}/logs")
     assert response.status_code == 200, response.text
-    return _events(response.text)
-
-
-def _events(body: str) -> list[dict[str, str]]:
-    events = []
-    for block in body.strip().split("\n\n"):
-        event: dict[str, str] = {}
-        for line in block.splitlines():
-            key, _, value = line.partition(": ")
-            event[key] = value
-        events.append(event)
-    return events
+    return sse_events(response.text)
 
 
 async def test_install_upgrade_uninstall(

@@ -13,22 +13,11 @@ from app.addons import operations
 from app.addons.models import AddonStatus, ClusterAddon
 from app.addons.settings import get_addon_settings
 from app.core.db import session_scope, utcnow
-from tests.addons.conftest import DemoCatalogue
+from tests.addons.conftest import DemoCatalogue, sse_events
 from tests.conftest import Api
 from tests.kube.helpers import Project
 
 PASSWORD = "correct-horse-battery"
-
-
-def _events(body: str) -> list[dict[str, str]]:
-    events = []
-    for block in body.strip().split("\n\n"):
-        event: dict[str, str] = {}
-        for line in block.splitlines():
-            key, _, value = line.partition(": ")
-            event[key] = f"{event[key]}\n{value}" if key in event else value
-        events.append(event)
-    return events
 
 
 def _insert(project_id: int, cluster_id: int, name: str) -> int:
@@ -94,7 +83,7 @@ async def test_log_stream(
     base = f"{project.base}/clusters/{cluster_id}/addons/{name}/logs"
 
     # Never installed: the stream ends at once.
-    events = _events((await admin.get(base)).text)
+    events = sse_events((await admin.get(base)).text)
     assert events == [{"event": "end", "data": '{"status": "installable"}'}]
 
     addon_id = _insert(project.id, cluster_id, name)
@@ -102,7 +91,7 @@ async def test_log_stream(
     response = await admin.get(base)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = _events(response.text)
+    events = sse_events(response.text)
     assert [e["event"] for e in events] == ["log", "log", "end"]
     assert events[0]["data"] == 'Release "demo" does not exist. Installing it now.'
     assert events[0]["id"] == "2026-12-02T06:00:00.100000000Z"  # fixed width: sorts as text
@@ -116,7 +105,7 @@ async def test_log_stream(
     await anyio.to_thread.run_sync(
         _record, addon_id, operations.Outcome("succeeded", log=LOG_2, pod_started=True)
     )
-    events = _events((await asyncio.wait_for(follow, 30)).text)
+    events = sse_events((await asyncio.wait_for(follow, 30)).text)
     assert [e.get("data") for e in events if e["event"] == "log"] == [
         'Release "demo" does not exist. Installing it now.',
         "using password [redacted]",
@@ -126,7 +115,7 @@ async def test_log_stream(
     assert events[-1] == {"event": "end", "data": '{"status": "installed"}'}
 
     # Resuming after the second line sends only what followed it.
-    resumed = _events((await admin.get(base, headers={"Last-Event-ID": events[1]["id"]})).text)
+    resumed = sse_events((await admin.get(base, headers={"Last-Event-ID": events[1]["id"]})).text)
     assert [e.get("data") for e in resumed] == [
         "NAME: demo",
         "STATUS: deployed",
