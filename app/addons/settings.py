@@ -22,7 +22,8 @@ class AddonSettings(BaseSettings):
     installer_node_selector: dict[str, str] = Field(default_factory=dict)
     # Extra labels on install pods (network policies, cost allocation, ...).
     installer_pod_labels: dict[str, str] = Field(default_factory=dict)
-    # How often a running install Job is looked at (a delayed re-enqueue, never a sleep).
+    # How often a running install Job is looked at at most (a delayed re-enqueue, never a
+    # sleep); young Jobs are looked at more often (see operations.poll_delay).
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     # An install pod that has not started running after this long ends the operation.
     start_timeout_seconds: float = Field(default=300.0, gt=0)
