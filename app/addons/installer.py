@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from app.addons import helm
 from app.addons.helm import NAMESPACE, InstallSpec, JobState
 from app.kube import KubeClient
 from app.kube.errors import KubeConflictError, KubeError, KubeNotFoundError
+
+log = structlog.get_logger(__name__)
 
 LOG_TAIL_LINES = 500
 LOG_LIMIT_BYTES = 256 * 1024
@@ -145,8 +149,8 @@ def _condition_false(conditions: Any, kind: str) -> Any | None:
     return None
 
 
-def pod_log(kube: KubeClient, pod_name: str) -> str:
-    """The pod's log with a timestamp on each line; empty when there is none to read.
+def pod_log(kube: KubeClient, pod_name: str) -> str | None:
+    """The pod's log with a timestamp on each line; None when it could not be read.
 
     Best effort: the API server fetches logs from the node's kubelet, a hop that fails on its
     own (5xx) while the pod starts or ends; the stored tail then stays as it was."""
@@ -158,9 +162,11 @@ def pod_log(kube: KubeClient, pod_name: str) -> str:
             tail_lines=LOG_TAIL_LINES,
             limit_bytes=LOG_LIMIT_BYTES,
         )
-    except KubeError:
-        return ""  # gone, not started yet (400), or the kubelet hop failed
-    return text if isinstance(text, str) else ""
+    except KubeError as exc:
+        # Gone, not started yet (400), or the kubelet hop failed.
+        log.info("addon_pod_log_unreadable", pod=pod_name, code=exc.code)
+        return None
+    return text if isinstance(text, str) else None
 
 
 def clean_up(kube: KubeClient, spec: InstallSpec) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -41,6 +41,8 @@ class Run:
     job_created_at: datetime | None
     # The tail stored by earlier runs: what a failure is read from when the last read fails.
     stored_log: str
+    # Runs in a row whose read of the finished pod's log failed.
+    log_retries: int
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Outcome:
     pod_started: bool = False
     transient: bool = False
     delay: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    retry_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,19 @@ def load(session: Session, addon_id: int, run_seq: int, s: AddonSettings) -> Run
         pod_labels=s.installer_pod_labels,
     )
     return Run(
-        addon.id, addon.cluster_id, run_seq, spec, addon.job_created_at, addon.log_tail or ""
+        addon.id,
+        addon.cluster_id,
+        run_seq,
+        spec,
+        addon.job_created_at,
+        addon.log_tail or "",
+        addon.transient_failures,
     )
 
 
 MIN_POLL_SECONDS = 0.2
+# How many runs try to read a finished pod's log before the outcome is stored without it.
+FINAL_LOG_READS = 5
 
 
 def poll_delay(run: Run, now: datetime, s: AddonSettings) -> float:
@@ -110,7 +120,12 @@ def step(kube: KubeClient, run: Run, now: datetime, s: AddonSettings) -> Outcome
     state = installer.job_state(kube, spec)
     if state is None:
         return Outcome("failed", code="install_job_gone")
-    text = installer.pod_log(kube, state.pod_name) if state.pod_started and state.pod_name else ""
+    read = installer.pod_log(kube, state.pod_name) if state.pod_started and state.pod_name else ""
+    finished = state.succeeded or state.failed
+    if read is None and finished and run.log_retries < FINAL_LOG_READS:
+        # The final log is what a user debugs with: try to read it again shortly.
+        return Outcome("waiting", retry_log=True, delay=MIN_POLL_SECONDS)
+    text = read or ""
     if state.succeeded:
         if spec.uninstall:
             installer.clean_up(kube, spec)
@@ -177,6 +192,8 @@ def record(
             log.info("addon_step_retry", addon_id=addon.id, code=outcome.code)
             outcome = Outcome("waiting")
             delay = s.retry_delay_seconds
+    elif outcome.retry_log:
+        addon.transient_failures += 1
     elif outcome.kind != "failed":
         addon.transient_failures = 0
     if outcome.kind == "job_created":

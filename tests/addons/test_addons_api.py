@@ -19,7 +19,8 @@ from tests.conftest import Api
 from tests.kube.helpers import Project, wait_for
 from tests.support.kubeapi import POD_FAILS_LABEL, KubeCluster
 
-pytestmark = pytest.mark.usefixtures("allow_local_network", "worker")
+# Each test runs helm for real once or more (helm --wait takes seconds on a loaded machine).
+pytestmark = [pytest.mark.usefixtures("allow_local_network", "worker"), pytest.mark.timeout(300)]
 
 BUSY = {"scheduled", "installing", "updating", "uninstalling"}
 
@@ -194,7 +195,11 @@ def _run_and_log(
     kube_cluster: KubeCluster, helm_bin: str, job: str, workdir: Path
 ) -> subprocess.CompletedProcess[str]:
     """The pod's command, run for real; its output becomes what kwok serves as the pod's log."""
-    ran = run_install_pod_command(kube_cluster, helm_bin, job, workdir)
+    try:
+        ran = run_install_pod_command(kube_cluster, helm_bin, job, workdir)
+    except subprocess.TimeoutExpired:
+        state = kube_cluster.kubectl("get", "pods,deploy,rs", "-A", "-o", "wide").stdout
+        raise AssertionError(f"helm did not finish; the cluster:\n{state}") from None
     for line in (ran.stdout + ran.stderr).splitlines():
         kube_cluster.append_pod_log(line)
     return ran
@@ -336,23 +341,24 @@ async def test_failing_install_pod_ends_errored_with_code_and_log(
 
     addon = await _settled(admin, base, name)
     assert addon["status"] == "errored", addon
-    assert addon["error"]["code"] == "chart_render_failed"
-    assert addon["error"]["message"] == "The chart's templates failed to render with these values."
     lines = [e["data"] for e in await _installed_logs(admin, base, name) if e["event"] == "log"]
+    assert addon["error"]["code"] == "chart_render_failed", "\n".join(lines)
+    assert addon["error"]["message"] == "The chart's templates failed to render with these values."
     assert any("the demo chart was asked to fail" in line for line in lines), lines
     # Nothing was installed; the failed Job stays for its log until its TTL.
     assert kube_cluster.kubectl("get", "deployment", name, "-n", name, check=False).returncode != 0
     job = kube_cluster.kubectl_json("get", "job", f"install-{name}", "-n", NAMESPACE)
     assert any(c["type"] == "Failed" for c in job["status"]["conditions"])
 
-    # Fixed values install over the failed attempt.
+    # Fixed values install over the failed attempt (its Job is replaced).
+    failed_key = _operation_key(kube_cluster, f"install-{name}")
     addon_settings.installer_pod_labels = {}
     gate.close()
     response = await admin.request("PUT", f"{base}/{name}", json={"values": {"fail": False}})
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "scheduled"
     await wait_for(
-        lambda: _job_of_operation(kube_cluster, f"install-{name}", "install"),
+        lambda: _job_of_operation(kube_cluster, f"install-{name}", "install", failed_key),
         bool,
         "the new install Job",
     )
@@ -432,7 +438,7 @@ def _helm_upgrade_by_hand(
     )
 
 
-async def _job_of_operation(kube_cluster: KubeCluster, name: str, operation: str) -> bool:
+def _operation_key(kube_cluster: KubeCluster, name: str) -> str | None:
     got = kube_cluster.kubectl(
         "get",
         "job",
@@ -443,4 +449,12 @@ async def _job_of_operation(kube_cluster: KubeCluster, name: str, operation: str
         "jsonpath={.metadata.annotations.clusterport\\.dev/operation}",
         check=False,
     )
-    return got.returncode == 0 and got.stdout.startswith(f"{operation}-")
+    return got.stdout if got.returncode == 0 else None
+
+
+async def _job_of_operation(
+    kube_cluster: KubeCluster, name: str, operation: str, previous: str | None = None
+) -> bool:
+    """The Job of that name exists for an operation of that kind, other than `previous`."""
+    key = _operation_key(kube_cluster, name)
+    return key is not None and key.startswith(f"{operation}-") and key != previous
