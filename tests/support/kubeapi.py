@@ -18,8 +18,9 @@ Deployments become Available and pods of Jobs succeed (the Job completes). kwok 
 To make a pod FAIL on purpose, give it the label `POD_FAILS_LABEL` (value `"true"`, e.g. in a
 Job's or Deployment's pod template): a second or two after it runs it ends `Failed` (container
 terminated, exit code 1; annotations `pod-container-running-failed.stage.kwok.x-k8s.io/exit-code`,
-`.../reason`, `.../message` change those). A Job with `backoffLimit: 0` then fails; a Deployment's
-rollout never becomes Available (its ReplicaSet keeps replacing the failed pods).
+`.../reason`, `.../message` change those). A Job with `backoffLimit: 0` then fails. A Deployment's
+ReplicaSet replaces each failed pod with a new one that fails in turn (pods are Ready for a moment
+before they fail; its rollout conditions in that case are not covered by tests here).
 Those fields are None on clusters not started by kube-up (KUBECONFIG, K3s).
 """
 
