@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 from app.agent.main import Backoff
 from app.agent_server.admission import TokenBuckets, address_allowed
@@ -45,10 +46,30 @@ def test_address_lists_are_read_from_comma_separated_settings() -> None:
 
 
 def test_decorrelated_jitter_backoff_spreads_and_is_capped() -> None:
-    backoff = Backoff(base=0.5, cap=30)
+    # Seeded: capped delays repeat, so a count of distinct draws only holds for known draws.
+    backoff = Backoff(base=0.5, cap=30, rng=random.Random(1234))
     delays = [backoff.next() for _ in range(200)]
     assert all(0.5 <= d <= 30 for d in delays)
     assert max(delays) == 30  # grows to the cap under repeated failures
     assert len({round(d, 6) for d in delays[:20]}) > 10  # jittered, not lockstep
     backoff.reset()
     assert backoff.next() <= 1.5  # after a good connection it starts small again
+
+
+def test_backoff_properties_hold_for_every_seed() -> None:
+    """Properties that do not depend on the draw: bounds, growth limit, reset."""
+    for seed in range(200):
+        backoff = Backoff(base=0.5, cap=30, rng=random.Random(seed))
+        previous = 0.5
+        for _ in range(50):
+            delay = backoff.next()
+            assert 0.5 <= delay <= min(30, previous * 3)
+            previous = delay
+        backoff.reset()
+        assert backoff.next() <= 1.5
+
+
+def test_agents_restarted_together_do_not_reconnect_in_lockstep() -> None:
+    """Many agents failing at once spread their first retries (independent generators)."""
+    firsts = [Backoff(base=0.5, cap=30, rng=random.Random(seed)).next() for seed in range(100)]
+    assert max(firsts) - min(firsts) > 0.5
