@@ -86,6 +86,10 @@ def _probe(connection: Connection, managed: bool) -> tuple[str | None, str | Non
                 kube.core.list_namespace(limit=1)
     except (KubeError, UnsafeURLError) as exc:
         return version, exc.code
+    except Exception:
+        # A bug of ours must not leave the cluster `connecting` for ever.
+        log.exception("cluster_check_failed")
+        return version, "internal_error"
     return version, None
 
 

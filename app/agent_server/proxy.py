@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from app.auth.service import authenticate
 from app.auth.tokens import hash_token
 from app.core.db import async_session
 from app.core.errors import AppError, NotFoundError, ServiceUnavailableError
+from app.core.pagination import MAX_ID
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Session, SessionClosed, Stream, StreamReset
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from app.agent_server.server import AgentServer
 
 log = logging.getLogger("clusterport.agent_server.proxy")
+_AGENT_ID = re.compile(r"[0-9]{1,19}")
 PREFIX = "/k8s-proxy/agents/"
 ROUTED_HEADER = "X-Clusterport-Routed-From"
 DROP_REQUEST = frozenset(
@@ -77,10 +80,11 @@ class KubeProxyHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         agent_part, _, _ = request.raw_path[len(PREFIX) :].partition("/")
-        try:
-            agent_id = int(agent_part)
-        except ValueError:
+        # ASCII digits within a 64-bit id: int() alone accepts '1_0', other scripts' digits and
+        # values the database cannot compare.
+        if not _AGENT_ID.fullmatch(agent_part) or int(agent_part) > MAX_ID:
             return status_response(404, "agent_not_found", "no such agent", HOP_SERVER)
+        agent_id = int(agent_part)
         denied = await self._authorize(request, agent_id)
         if denied is not None:
             return denied

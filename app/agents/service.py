@@ -59,11 +59,8 @@ async def create_token(
 ) -> tuple[AgentToken, str]:
     agent = await get(session, principal, project_id, agent_id, Role.maintainer)
     now = utcnow()
-    if expires_at is not None:
-        if expires_at.tzinfo is None:
-            raise BadRequestError("expires_at needs a time zone.", code="invalid_expiry")
-        if expires_at <= now:
-            raise BadRequestError("expires_at must be in the future.", code="invalid_expiry")
+    if expires_at is not None and expires_at <= now:
+        raise BadRequestError("expires_at must be in the future.", code="invalid_expiry")
     await repository.lock_agent(session, agent.id)
     limit = get_agents_settings().agent_max_tokens
     if await repository.count_active_tokens(session, agent.id, now) >= limit:
