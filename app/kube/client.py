@@ -217,9 +217,8 @@ class KubeClient:
             # The body is not a version object (the client's model refused it).
             raise KubeUnexpectedResponseError() from exc
         fields = (info.git_version, info.major, info.minor, info.platform)
-        if not all(
-            isinstance(f, str) and len(f) <= 64 for f in fields
-        ) or not _GIT_VERSION.fullmatch(info.git_version):
+        readable = all(isinstance(f, str) and len(f) <= 64 for f in fields)
+        if not readable or not _GIT_VERSION.fullmatch(info.git_version):
             raise KubeUnexpectedResponseError()
         return KubeVersion(
             git_version=info.git_version,
