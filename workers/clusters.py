@@ -102,8 +102,12 @@ def check_cluster(cluster_id: int) -> None:
             return
         connection = connection_of(cluster)
         managed = cluster.managed
-    if connection is None:
-        return
+        if connection is None:
+            # No token (dropped when the address changed): say so instead of staying connecting.
+            cluster.status = ClusterStatus.unauthorized
+            cluster.error_code = "no_credentials"
+            cluster.last_checked_at = utcnow()
+            return
     version, code = _probe(connection, managed)
     with session_scope() as session:
         cluster = session.get(Cluster, cluster_id)
