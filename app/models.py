@@ -1,6 +1,12 @@
 """Every ORM model, imported in one place so Alembic and mappers see the whole schema."""
 
-from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
+from app.agents.models import (
+    Agent,
+    AgentConnection,
+    AgentServerReplica,
+    AgentToken,
+    AgentTokenSource,
+)
 from app.audit.models import AuditEvent
 from app.auth.models import AccessToken
 from app.cluster_state.models import ClusterResourceCache
@@ -16,6 +22,7 @@ __all__ = [
     "AgentConnection",
     "AgentServerReplica",
     "AgentToken",
+    "AgentTokenSource",
     "AuditEvent",
     "AwsExternalId",
     "Base",

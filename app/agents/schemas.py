@@ -40,7 +40,7 @@ class AgentTokenCreate(BaseModel):
 
 class AgentTokenRead(BaseModel):
     id: int
-    agent_id: int
+    agent_id: int | None
     name: str
     token_prefix: str
     created_at: datetime

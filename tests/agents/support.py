@@ -139,7 +139,12 @@ def start_agent_server(
     proc = AgentServerProc(
         replica, *ports, process=start("agent-server", ["agent-server"], env, tmp), env=env
     )
-    wait_until(proc.ready, "the agent server to be ready")
+    try:
+        # Generous: on a loaded shared machine the interpreter alone may take a while to start.
+        wait_until(proc.ready, "the agent server to be ready", timeout=120)
+    except BaseException:
+        proc.process.stop()  # not yet known to the caller, who would otherwise leak it
+        raise
     return proc
 
 
