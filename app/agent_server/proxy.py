@@ -171,9 +171,17 @@ class KubeProxyHandler:
         upload = asyncio.create_task(_upload(request, stream)) if has_body else None
         response: web.StreamResponse | None = None
         try:
-            reply = json.loads(await stream.read_headers())
-            response = web.StreamResponse(status=int(reply["status"]))
-            for name, value in reply["headers"]:
+            reply = _parse_reply(await stream.read_headers())
+            if reply is None:
+                # The agent broke the protocol for this stream only: reset it, answer typed.
+                await stream.reset(ResetCode.MALFORMED, "malformed HEADERS")
+                PROXIED.labels("local", "bad_reply").inc()
+                return status_response(
+                    502, "agent_bad_response", f"agent {agent_id} sent a malformed reply", HOP_AGENT
+                )
+            status, reply_headers = reply
+            response = web.StreamResponse(status=status)
+            for name, value in reply_headers:
                 if name.lower() not in DROP_RESPONSE:
                     response.headers.add(name, value)
             await response.prepare(request)
@@ -185,7 +193,7 @@ class KubeProxyHandler:
         except StreamReset as exc:
             if response is not None:
                 raise ConnectionResetError("tunnel stream reset mid-response") from None
-            PROXIED.labels("local", f"reset_{exc.code}").inc()
+            PROXIED.labels("local", _reset_label(exc.code)).inc()
             return _reset_status(exc, agent_id)
         except asyncio.CancelledError:
             # The client went away (a watch closed): stop the agent's upstream request too.
@@ -256,6 +264,46 @@ async def _upload(request: web.Request, stream: Stream) -> None:
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
     async for chunk in request.content.iter_any():
         yield chunk
+
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _parse_reply(raw: bytes) -> tuple[int, list[tuple[str, str]]] | None:
+    """Status and headers of an agent's HEADERS frame, or None when they are malformed.
+
+    The agent is trusted with nothing: header names must be HTTP tokens and values must not
+    carry line breaks, or they could split the response we write to the client.
+    """
+    try:
+        reply = json.loads(raw)
+        status = reply["status"]
+        pairs = reply["headers"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if type(status) is not int or not 100 <= status <= 599 or not isinstance(pairs, list):
+        return None
+    headers: list[tuple[str, str]] = []
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            return None
+        name, value = pair
+        if not (isinstance(name, str) and isinstance(value, str)):
+            return None
+        if not name or not _TOKEN_CHARS.issuperset(name) or "\r" in value or "\n" in value:
+            return None
+        headers.append((name, value))
+    return status, headers
+
+
+def _reset_label(code: int) -> str:
+    """A metric label per known reset code; anything else an agent sends is one label."""
+    try:
+        return f"reset_{ResetCode(code).name.lower()}"
+    except ValueError:
+        return "reset_unknown"
 
 
 def _reset_status(exc: StreamReset, agent_id: int) -> web.Response:
