@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import re
+import string
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -266,9 +267,7 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
 
 
 def _parse_reply(raw: bytes) -> tuple[int, list[tuple[str, str]]] | None:

@@ -91,7 +91,8 @@ async def test_malformed_replies_are_typed_502s_and_the_connection_survives(
                 f"{server.proxy_url}/k8s-proxy/agents/{odd}/api", headers=headers
             )
             assert weird.status_code == 404
-    metrics = httpx.get(f"http://127.0.0.1:{server.health_port}/metrics").text
+    async with httpx.AsyncClient() as plain:
+        metrics = (await plain.get(f"http://127.0.0.1:{server.health_port}/metrics")).text
     labels = [
         line for line in metrics.splitlines() if line.startswith("clusterport_agent_proxy_requests")
     ]
