@@ -165,6 +165,7 @@ async def _liveness_app(agent: Agent) -> web.AppRunner:
 
 
 async def run(settings: AgentSettings) -> None:
+    settings.check_transport()
     target = (
         from_kubeconfig(settings.kubeconfig, settings.kube_context)
         if settings.kubeconfig
