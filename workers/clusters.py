@@ -66,6 +66,7 @@ def namespace_spec(row: ProjectNamespace) -> provisioner.NamespaceSpec:
         environment=row.environment,
         environment_slug=environment_slug(row.environment),
         cluster_role=row.cluster_role,
+        pod_security=get_settings().namespace_pod_security,
     )
 
 
