@@ -140,10 +140,10 @@ def test_values_schema_rejects_mistakes(helm: str, chart: Path, setting: str, me
     ],
 )
 def test_agent_chart_refuses_unsafe_settings(helm: str, settings: list[str], message: str) -> None:
-    args = [a for setting in settings for a in ("--set", setting)]
+    args = ["-f", ci_values(AGENT_CHART, "default")]
+    args += [a for setting in settings for a in ("--set", setting)]
     proc = subprocess.run(
-        [helm, "template", "rel", str(AGENT_CHART), "--namespace", "agents"]
-        + ["-f", ci_values(AGENT_CHART, "default"), *args],
+        [helm, "template", "rel", str(AGENT_CHART), "--namespace", "agents", *args],
         capture_output=True,
         text=True,
         timeout=60,
