@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -25,6 +26,7 @@ from app.core.errors import AppError, NotFoundError, ServiceUnavailableError
 from app.core.pagination import MAX_ID
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Session, SessionClosed, Stream, StreamReset
+from app.tunnel.upgrade import is_upgrade
 
 if TYPE_CHECKING:
     from app.agent_server.server import AgentServer
@@ -160,10 +162,21 @@ class KubeProxyHandler:
             for k, v in request.headers.items()
             if k.lower() not in DROP_REQUEST and not k.lower().startswith("impersonate-")
         ]
-        has_body = request.body_exists
-        head = {"method": request.method, "path": path, "headers": headers, "body": has_body}
+        upgrade = is_upgrade(list(request.headers.items()))
+        # An upgrade request's body, if any, is the upgraded connection's first bytes.
+        has_body = request.body_exists and upgrade is None
+        head: dict[str, object] = {
+            "method": request.method,
+            "path": path,
+            "headers": headers,
+            "body": has_body,
+        }
+        if upgrade is not None:
+            head["upgrade"] = upgrade
         try:
-            stream = await session.open_stream(json.dumps(head).encode(), end=not has_body)
+            # END rides on OPEN when nothing follows; an upgraded connection sends more.
+            ended = not has_body and upgrade is None
+            stream = await session.open_stream(json.dumps(head).encode(), end=ended)
         except SessionClosed:
             PROXIED.labels("local", "agent_gone").inc()
             return status_response(
@@ -181,6 +194,8 @@ class KubeProxyHandler:
                     502, "agent_bad_response", f"agent {agent_id} sent a malformed reply", HOP_AGENT
                 )
             status, reply_headers = reply
+            if status == 101 and upgrade is not None:
+                return await _relay_upgrade(request, stream, reply_headers)
             response = web.StreamResponse(status=status)
             for name, value in reply_headers:
                 if name.lower() not in DROP_RESPONSE:
@@ -253,6 +268,102 @@ class KubeProxyHandler:
                 f"the agent server replica holding agent {agent_id} is unreachable",
                 HOP_ROUTING,
             )
+
+
+class _Inbound:
+    """Bytes the client sends after the upgrade, handed to us by aiohttp as a payload parser.
+
+    Reading from the client's socket pauses while more than `limit` bytes wait for tunnel
+    credit, so a slow agent slows the client down instead of filling our memory.
+    """
+
+    def __init__(self, request: web.Request, limit: int = 256 * 1024) -> None:
+        self._transport = request.transport
+        self._limit = limit
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._eof = False
+        self._ready = asyncio.Event()
+        self._paused = False
+
+    # The parser interface aiohttp's request handler feeds.
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self._chunks.append(bytes(data))
+        self._size += len(data)
+        self._ready.set()
+        if self._size > self._limit and not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._ready.set()
+
+    async def read(self) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._ready.clear()
+            await self._ready.wait()
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        if self._paused and self._size <= self._limit // 2 and self._transport is not None:
+            self._transport.resume_reading()
+            self._paused = False
+        return chunk
+
+
+async def _relay_upgrade(
+    request: web.Request, stream: Stream, reply_headers: list[tuple[str, str]]
+) -> web.StreamResponse:
+    """Answer 101 with the API server's headers, then relay raw bytes both ways: each
+    direction waits for the other end's credit (tunnel) or buffer space (socket)."""
+    response = web.StreamResponse(status=101)
+    for name, value in reply_headers:
+        if name.lower() not in DROP_RESPONSE:
+            response.headers.add(name, value)
+    protocol = next((v for k, v in reply_headers if k.lower() == "upgrade"), "")
+    response.headers["Connection"] = "Upgrade"
+    response.headers["Upgrade"] = protocol or request.headers.get("Upgrade", "")
+    await response.prepare(request)
+    handler = request.protocol
+    handler.keep_alive(False)
+    inbound = _Inbound(request)
+    handler.set_parser(inbound)  # type: ignore[arg-type]  # any object with feed_data/feed_eof
+    transport = request.transport
+    PROXIED.labels("local", "upgraded").inc()
+
+    async def client_to_agent() -> None:
+        while chunk := await inbound.read():
+            await stream.write(chunk)
+        await stream.end()
+
+    async def agent_to_client() -> None:
+        while chunk := await stream.read():
+            if transport is None or transport.is_closing():
+                return
+            transport.write(chunk)
+            if transport.get_write_buffer_size() > 256 * 1024:
+                await handler._drain_helper()  # aiohttp's own wait for a paused transport
+
+    upload = asyncio.create_task(client_to_agent())
+    try:
+        # The API server ending the stream ends the client's connection too.
+        await agent_to_client()
+    except (StreamReset, SessionClosed, ConnectionError):
+        pass
+    except asyncio.CancelledError:
+        await stream.reset(ResetCode.CANCEL, "client disconnected")
+        raise
+    finally:
+        upload.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StreamReset, SessionClosed):
+            await upload
+        if transport is not None:
+            transport.close()
+        await stream.reset(ResetCode.CANCEL, "upgraded connection closed")
+    return response
 
 
 async def _upload(request: web.Request, stream: Stream) -> None:
