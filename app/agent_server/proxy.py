@@ -360,8 +360,8 @@ async def _relay_upgrade(
         upload.cancel()
         with contextlib.suppress(asyncio.CancelledError, StreamReset, SessionClosed):
             await upload
-        if transport is not None:
-            transport.close()
+        # aiohttp closes the connection after this response (keep-alive is off), flushing
+        # what is still buffered; closing it here could cut the last frames off.
         await stream.reset(ResetCode.CANCEL, "upgraded connection closed")
     return response
 
