@@ -23,12 +23,18 @@ def _fail(message: str) -> int:
 def _prepare(embedded: bool) -> Settings:
     """Load settings; in embedded mode fill in the data dir, SQLite file and encryption key."""
     import app.models  # noqa: F401  (every mapper must be configured before the first query)
-    from app.core.crypto import EncryptionKeyError, ensure_embedded_key, validate_keys
+    from app.core.crypto import (
+        EncryptionKeyError,
+        ensure_embedded_key,
+        private_data_dir,
+        validate_keys,
+    )
     from app.core.logging import configure_logging
 
     settings = get_settings()
     if embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not settings.database_url:
+            private_data_dir(settings.data_dir, settings.sqlite_path)
         if not settings.encryption_keys:
             os.environ["CLUSTERPORT_ENCRYPTION_KEYS"] = ensure_embedded_key(settings.data_dir)
             reset_settings()

@@ -1,7 +1,13 @@
 """Every ORM model, imported in one place so Alembic and mappers see the whole schema."""
 
 from app.addons.models import ClusterAddon
-from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
+from app.agents.models import (
+    Agent,
+    AgentConnection,
+    AgentServerReplica,
+    AgentToken,
+    AgentTokenSource,
+)
 from app.audit.models import AuditEvent
 from app.auth.models import AccessToken
 from app.cluster_state.models import ClusterResourceCache
@@ -17,6 +23,7 @@ __all__ = [
     "AgentConnection",
     "AgentServerReplica",
     "AgentToken",
+    "AgentTokenSource",
     "AuditEvent",
     "AwsExternalId",
     "Base",

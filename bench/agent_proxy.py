@@ -91,6 +91,7 @@ def main() -> None:
             env={
                 **seeded.env,
                 "CLUSTERPORT_AGENT_SERVER_URL": f"ws://127.0.0.1:{server.agent_port}/agent/connect",
+                "CLUSTERPORT_AGENT_ALLOW_INSECURE": "true",
                 "CLUSTERPORT_AGENT_TOKEN": seeded.agent_tokens[0],
                 "CLUSTERPORT_AGENT_KUBECONFIG": str(kube.kubeconfig),
                 "CLUSTERPORT_AGENT_LIVENESS_HOST": "127.0.0.1",

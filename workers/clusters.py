@@ -66,6 +66,7 @@ def namespace_spec(row: ProjectNamespace) -> provisioner.NamespaceSpec:
         environment=row.environment,
         environment_slug=environment_slug(row.environment),
         cluster_role=row.cluster_role,
+        pod_security=get_settings().namespace_pod_security,
     )
 
 
@@ -86,6 +87,10 @@ def _probe(connection: Connection, managed: bool) -> tuple[str | None, str | Non
                 kube.core.list_namespace(limit=1)
     except (KubeError, UnsafeURLError) as exc:
         return version, exc.code
+    except Exception:
+        # A bug of ours must not leave the cluster `connecting` for ever.
+        log.exception("cluster_check_failed")
+        return version, "internal_error"
     return version, None
 
 
@@ -98,8 +103,12 @@ def check_cluster(cluster_id: int) -> None:
             return
         connection = connection_of(cluster)
         managed = cluster.managed
-    if connection is None:
-        return
+        if connection is None:
+            # No token (dropped when the address changed): say so instead of staying connecting.
+            cluster.status = ClusterStatus.unauthorized
+            cluster.error_code = "no_credentials"
+            cluster.last_checked_at = utcnow()
+            return
     version, code = _probe(connection, managed)
     with session_scope() as session:
         cluster = session.get(Cluster, cluster_id)

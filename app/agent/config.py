@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLUSTERPORT_AGENT_", extra="ignore")
 
-    server_url: str = "ws://127.0.0.1:8150/agent/connect"
+    server_url: str = "wss://127.0.0.1:8150/agent/connect"
+    # A plain ws:// server URL sends the token unencrypted: only with this set (test set-ups).
+    allow_insecure: bool = False
     token: str | None = Field(default=None, repr=False)
     token_file: Path | None = None
     # CA bundle to verify a wss:// server with; the system store when unset.
@@ -25,6 +27,18 @@ class AgentSettings(BaseSettings):
     liveness_port: int = 8181
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+
+    def check_transport(self) -> None:
+        """Refuse anything but wss://, and ws:// unless explicitly allowed."""
+        scheme = self.server_url.partition("://")[0].lower()
+        if scheme == "ws" and not self.allow_insecure:
+            raise SystemExit(
+                "CLUSTERPORT_AGENT_SERVER_URL is plain ws://: the agent token would cross the "
+                "network unencrypted. Use wss://, or set CLUSTERPORT_AGENT_ALLOW_INSECURE=true "
+                "for a test setup."
+            )
+        if scheme not in ("ws", "wss"):
+            raise SystemExit("CLUSTERPORT_AGENT_SERVER_URL must start with wss://")
 
     def read_token(self) -> str:
         if self.token_file is not None:

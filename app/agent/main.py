@@ -31,13 +31,15 @@ CONNECTED = Gauge("clusterport_agent_connected", "1 while the tunnel is up")
 class Backoff:
     """Decorrelated jitter (sleep = min(cap, U(base, 3 * previous))), so restarts spread out."""
 
-    def __init__(self, base: float, cap: float) -> None:
+    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
         self.base = base
         self.cap = cap
         self.previous = base
+        # Jitter needs no cryptographic strength; tests pass a seeded generator.
+        self._rng = rng or random.Random()  # noqa: S311
 
     def next(self) -> float:
-        self.previous = min(self.cap, random.uniform(self.base, self.previous * 3))  # noqa: S311
+        self.previous = min(self.cap, self._rng.uniform(self.base, self.previous * 3))
         return self.previous
 
     def reset(self) -> None:
@@ -163,6 +165,7 @@ async def _liveness_app(agent: Agent) -> web.AppRunner:
 
 
 async def run(settings: AgentSettings) -> None:
+    settings.check_transport()
     target = (
         from_kubeconfig(settings.kubeconfig, settings.kube_context)
         if settings.kubeconfig

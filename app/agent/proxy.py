@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from prometheus_client import Counter
 from app.agent.kube import KubeTarget
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Stream
+from app.tunnel.upgrade import UpgradeError, open_upgrade, pipe_socket
 
 HOP_BY_HOP = frozenset(
     {
@@ -29,6 +31,7 @@ HOP_BY_HOP = frozenset(
 )
 REQUESTS = Counter("clusterport_agent_proxy_requests_total", "Proxied requests", ["outcome"])
 _OK = REQUESTS.labels("ok")
+UPGRADES = REQUESTS.labels("upgraded")
 # Watches stay open for as long as the client wants; only connecting is bounded.
 VERSION_TTL = 600.0
 VERSION_RETRY = 30.0
@@ -88,12 +91,18 @@ class KubeProxy:
                 raise ValueError(path)
             headers = [(str(k), str(v)) for k, v in head.get("headers", [])]
             has_body = bool(head.get("body"))
+            upgrade = head.get("upgrade")
+            if upgrade is not None and not isinstance(upgrade, str):
+                raise TypeError(upgrade)
         except (ValueError, KeyError, TypeError):
             REQUESTS.labels("bad_request").inc()
             await stream.reset(ResetCode.BAD_REQUEST, "malformed request head")
             return
         out = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
         out.extend(self._auth().items())
+        if upgrade:
+            await self._upgrade(stream, method, path, out, upgrade)
+            return
         try:
             async with self.client.request(
                 method,
@@ -123,6 +132,42 @@ class KubeProxy:
             await stream.reset(ResetCode.UPSTREAM_TIMEOUT, "kube-apiserver timed out")
             return
         _OK.inc()
+
+    async def _upgrade(
+        self, stream: Stream, method: str, path: str, headers: list[tuple[str, str]], upgrade: str
+    ) -> None:
+        """exec, attach, port-forward: the API server switches protocols, then bytes flow both
+        ways on this stream until either end closes."""
+        target = self.target
+        try:
+            async with asyncio.timeout(UPSTREAM_TIMEOUT.connect or 10):
+                reply = await open_upgrade(
+                    target.base_url, target.ssl_context, method, path, headers, upgrade
+                )
+        except TimeoutError:
+            REQUESTS.labels("upstream_timeout").inc()
+            await stream.reset(ResetCode.UPSTREAM_TIMEOUT, "kube-apiserver timed out")
+            return
+        except (UpgradeError, OSError):
+            REQUESTS.labels("upstream_unreachable").inc()
+            await stream.reset(ResetCode.UPSTREAM_UNREACHABLE, "kube-apiserver unreachable")
+            return
+        answer = {
+            "status": reply.status,
+            "headers": [[k, v] for k, v in reply.headers if k.lower() not in HOP_BY_HOP],
+        }
+        if reply.status != 101:
+            # Refused (403, 400...): an ordinary answer; kubectl may retry with SPDY.
+            reply.writer.close()
+            await stream.send_headers(json.dumps(answer).encode(), end=not reply.body)
+            if reply.body:
+                await stream.write(reply.body, end=True)
+            _OK.inc()
+            return
+        answer["upgrade"] = next((v for k, v in reply.headers if k.lower() == "upgrade"), upgrade)
+        await stream.send_headers(json.dumps(answer).encode())
+        UPGRADES.inc()
+        await pipe_socket(stream, reply.reader, reply.writer)
 
 
 async def _body(stream: Stream) -> AsyncIterator[bytes]:

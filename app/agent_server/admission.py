@@ -20,12 +20,20 @@ class TokenBuckets:
 
     def take(self, key: str) -> float:
         """0 if admitted, else seconds until the next connection attempt can be."""
+        return self._update(key, consume=True)
+
+    def wait(self, key: str) -> float:
+        """Like `take`, without spending a token: for buckets that only count failures."""
+        return self._update(key, consume=False)
+
+    def _update(self, key: str, *, consume: bool) -> float:
         now = time.monotonic()
         tokens, stamp = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - stamp) * self.rate)
         wait = 0.0
         if tokens >= 1:
-            tokens -= 1
+            if consume:
+                tokens -= 1
         else:
             wait = (1 - tokens) / self.rate
         self._buckets[key] = (tokens, now)
@@ -35,13 +43,38 @@ class TokenBuckets:
         return wait
 
 
-def address_allowed(address: str, allow: Networks, deny: Networks) -> bool:
+def client_address(peer: str, forwarded_for: str | None, trusted: Networks) -> str:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the nearest
+    address in X-Forwarded-For that is not a trusted proxy (entries further left are written
+    by the client and cannot be believed)."""
+    if not forwarded_for or not _in(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop if _parse(hop) is not None else peer
+    return hops[0] if _parse(hops[0]) is not None else peer
+
+
+def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+        return ip.ipv4_mapped
+    return ip
+
+
+def _in(address: str, networks: Networks) -> bool:
+    ip = _parse(address)
+    return ip is not None and any(ip in net for net in networks)
+
+
+def address_allowed(address: str, allow: Networks, deny: Networks) -> bool:
+    ip = _parse(address)
+    if ip is None:
+        return False
     if any(ip in net for net in deny):
         return False
     return not allow or any(ip in net for net in allow)

@@ -37,11 +37,17 @@ class AgentServerSettings(BaseSettings):
     agent_tls_ca_file: Path | None = None
     agent_ip_allow: Networks = []
     agent_ip_deny: Networks = []
-    # Token buckets for new agent connections: per token and per source address.
+    # Load balancers whose X-Forwarded-For is believed; from anyone else it is ignored.
+    agent_trusted_proxies: Networks = []
+    # Token buckets for new agent connections: every attempt per token, and failed attempts
+    # per source address (a valid agent is never locked out by its neighbours' garbage).
     agent_token_rate: float = 1.0
     agent_token_burst: int = 5
     agent_ip_rate: float = 50.0
     agent_ip_burst: int = 200
+    # Live connections per agent token over all replicas (the agent chart runs 2 replicas;
+    # a rolling update briefly adds one more).
+    agent_max_connections_per_token: int = 4
     agent_heartbeat_interval: float = 15.0
     agent_drain_reconnect_ms: int = 2000
     agent_drain_grace: float = 10.0
@@ -50,7 +56,7 @@ class AgentServerSettings(BaseSettings):
     agent_replica_heartbeat: float = 2.0
     agent_replica_dead_after: float = 6.0
 
-    @field_validator("agent_ip_allow", "agent_ip_deny", mode="before")
+    @field_validator("agent_ip_allow", "agent_ip_deny", "agent_trusted_proxies", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+import re
+import string
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -20,13 +23,16 @@ from app.auth.service import authenticate
 from app.auth.tokens import hash_token
 from app.core.db import async_session
 from app.core.errors import AppError, NotFoundError, ServiceUnavailableError
+from app.core.pagination import MAX_ID
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Session, SessionClosed, Stream, StreamReset
+from app.tunnel.upgrade import is_upgrade
 
 if TYPE_CHECKING:
     from app.agent_server.server import AgentServer
 
 log = logging.getLogger("clusterport.agent_server.proxy")
+_AGENT_ID = re.compile(r"[0-9]{1,19}")
 PREFIX = "/k8s-proxy/agents/"
 ROUTED_HEADER = "X-Clusterport-Routed-From"
 DROP_REQUEST = frozenset(
@@ -77,10 +83,11 @@ class KubeProxyHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         agent_part, _, _ = request.raw_path[len(PREFIX) :].partition("/")
-        try:
-            agent_id = int(agent_part)
-        except ValueError:
+        # ASCII digits within a 64-bit id: int() alone accepts '1_0', other scripts' digits and
+        # values the database cannot compare.
+        if not _AGENT_ID.fullmatch(agent_part) or int(agent_part) > MAX_ID:
             return status_response(404, "agent_not_found", "no such agent", HOP_SERVER)
+        agent_id = int(agent_part)
         denied = await self._authorize(request, agent_id)
         if denied is not None:
             return denied
@@ -155,10 +162,21 @@ class KubeProxyHandler:
             for k, v in request.headers.items()
             if k.lower() not in DROP_REQUEST and not k.lower().startswith("impersonate-")
         ]
-        has_body = request.body_exists
-        head = {"method": request.method, "path": path, "headers": headers, "body": has_body}
+        upgrade = is_upgrade(list(request.headers.items()))
+        # An upgrade request's body, if any, is the upgraded connection's first bytes.
+        has_body = request.body_exists and upgrade is None
+        head: dict[str, object] = {
+            "method": request.method,
+            "path": path,
+            "headers": headers,
+            "body": has_body,
+        }
+        if upgrade is not None:
+            head["upgrade"] = upgrade
         try:
-            stream = await session.open_stream(json.dumps(head).encode(), end=not has_body)
+            # END rides on OPEN when nothing follows; an upgraded connection sends more.
+            ended = not has_body and upgrade is None
+            stream = await session.open_stream(json.dumps(head).encode(), end=ended)
         except SessionClosed:
             PROXIED.labels("local", "agent_gone").inc()
             return status_response(
@@ -167,9 +185,19 @@ class KubeProxyHandler:
         upload = asyncio.create_task(_upload(request, stream)) if has_body else None
         response: web.StreamResponse | None = None
         try:
-            reply = json.loads(await stream.read_headers())
-            response = web.StreamResponse(status=int(reply["status"]))
-            for name, value in reply["headers"]:
+            reply = _parse_reply(await stream.read_headers())
+            if reply is None:
+                # The agent broke the protocol for this stream only: reset it, answer typed.
+                await stream.reset(ResetCode.MALFORMED, "malformed HEADERS")
+                PROXIED.labels("local", "bad_reply").inc()
+                return status_response(
+                    502, "agent_bad_response", f"agent {agent_id} sent a malformed reply", HOP_AGENT
+                )
+            status, reply_headers = reply
+            if status == 101 and upgrade is not None:
+                return await _relay_upgrade(request, stream, reply_headers)
+            response = web.StreamResponse(status=status)
+            for name, value in reply_headers:
                 if name.lower() not in DROP_RESPONSE:
                     response.headers.add(name, value)
             await response.prepare(request)
@@ -181,7 +209,7 @@ class KubeProxyHandler:
         except StreamReset as exc:
             if response is not None:
                 raise ConnectionResetError("tunnel stream reset mid-response") from None
-            PROXIED.labels("local", f"reset_{exc.code}").inc()
+            PROXIED.labels("local", _reset_label(exc.code)).inc()
             return _reset_status(exc, agent_id)
         except asyncio.CancelledError:
             # The client went away (a watch closed): stop the agent's upstream request too.
@@ -242,6 +270,102 @@ class KubeProxyHandler:
             )
 
 
+class _Inbound:
+    """Bytes the client sends after the upgrade, handed to us by aiohttp as a payload parser.
+
+    Reading from the client's socket pauses while more than `limit` bytes wait for tunnel
+    credit, so a slow agent slows the client down instead of filling our memory.
+    """
+
+    def __init__(self, request: web.Request, limit: int = 256 * 1024) -> None:
+        self._transport = request.transport
+        self._limit = limit
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._eof = False
+        self._ready = asyncio.Event()
+        self._paused = False
+
+    # The parser interface aiohttp's request handler feeds.
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self._chunks.append(bytes(data))
+        self._size += len(data)
+        self._ready.set()
+        if self._size > self._limit and not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._ready.set()
+
+    async def read(self) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._ready.clear()
+            await self._ready.wait()
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        if self._paused and self._size <= self._limit // 2 and self._transport is not None:
+            self._transport.resume_reading()
+            self._paused = False
+        return chunk
+
+
+async def _relay_upgrade(
+    request: web.Request, stream: Stream, reply_headers: list[tuple[str, str]]
+) -> web.StreamResponse:
+    """Answer 101 with the API server's headers, then relay raw bytes both ways: each
+    direction waits for the other end's credit (tunnel) or buffer space (socket)."""
+    response = web.StreamResponse(status=101)
+    for name, value in reply_headers:
+        if name.lower() not in DROP_RESPONSE:
+            response.headers.add(name, value)
+    protocol = next((v for k, v in reply_headers if k.lower() == "upgrade"), "")
+    response.headers["Connection"] = "Upgrade"
+    response.headers["Upgrade"] = protocol or request.headers.get("Upgrade", "")
+    await response.prepare(request)
+    handler = request.protocol
+    handler.keep_alive(False)
+    inbound = _Inbound(request)
+    handler.set_parser(inbound)  # type: ignore[arg-type]  # any object with feed_data/feed_eof
+    transport = request.transport
+    PROXIED.labels("local", "upgraded").inc()
+
+    async def client_to_agent() -> None:
+        while chunk := await inbound.read():
+            await stream.write(chunk)
+        await stream.end()
+
+    async def agent_to_client() -> None:
+        while chunk := await stream.read():
+            if transport is None or transport.is_closing():
+                return
+            transport.write(chunk)
+            if transport.get_write_buffer_size() > 256 * 1024:
+                await handler._drain_helper()  # aiohttp's own wait for a paused transport
+
+    upload = asyncio.create_task(client_to_agent())
+    try:
+        # The API server ending the stream ends the client's connection too.
+        await agent_to_client()
+    except (StreamReset, SessionClosed, ConnectionError):
+        pass
+    except asyncio.CancelledError:
+        await stream.reset(ResetCode.CANCEL, "client disconnected")
+        raise
+    finally:
+        upload.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StreamReset, SessionClosed):
+            await upload
+        # aiohttp closes the connection after this response (keep-alive is off), flushing
+        # what is still buffered; closing it here could cut the last frames off.
+        await stream.reset(ResetCode.CANCEL, "upgraded connection closed")
+    return response
+
+
 async def _upload(request: web.Request, stream: Stream) -> None:
     with contextlib.suppress(StreamReset, SessionClosed):
         async for chunk in _chunks(request):
@@ -252,6 +376,44 @@ async def _upload(request: web.Request, stream: Stream) -> None:
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
     async for chunk in request.content.iter_any():
         yield chunk
+
+
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
+
+
+def _parse_reply(raw: bytes) -> tuple[int, list[tuple[str, str]]] | None:
+    """Status and headers of an agent's HEADERS frame, or None when they are malformed.
+
+    The agent is trusted with nothing: header names must be HTTP tokens and values must not
+    carry line breaks, or they could split the response we write to the client.
+    """
+    try:
+        reply = json.loads(raw)
+        status = reply["status"]
+        pairs = reply["headers"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if type(status) is not int or not 100 <= status <= 599 or not isinstance(pairs, list):
+        return None
+    headers: list[tuple[str, str]] = []
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            return None
+        name, value = pair
+        if not (isinstance(name, str) and isinstance(value, str)):
+            return None
+        if not name or not _TOKEN_CHARS.issuperset(name) or "\r" in value or "\n" in value:
+            return None
+        headers.append((name, value))
+    return status, headers
+
+
+def _reset_label(code: int) -> str:
+    """A metric label per known reset code; anything else an agent sends is one label."""
+    try:
+        return f"reset_{ResetCode(code).name.lower()}"
+    except ValueError:
+        return "reset_unknown"
 
 
 def _reset_status(exc: StreamReset, agent_id: int) -> web.Response:

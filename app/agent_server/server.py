@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from app.agent_server.admission import TokenBuckets, address_allowed
+from app.agent_server.admission import TokenBuckets, address_allowed, client_address
 from app.agent_server.config import AgentServerSettings
 from app.agent_server.proxy import PREFIX, KubeProxyHandler
 from app.agent_server.store import AgentAuthError, AgentIdentity, AgentStore
@@ -60,7 +60,9 @@ class AgentServer:
             heartbeat_interval=settings.agent_heartbeat_interval,
             dead_after=3 * settings.agent_heartbeat_interval,
         )
-        self._identities: dict[ServerConnection, AgentIdentity] = {}
+        self._identities: dict[ServerConnection, tuple[AgentIdentity, str]] = {}
+        # Hashes of tokens that authenticated on this replica lately (insertion ordered).
+        self._known_tokens: dict[str, None] = {}
         # Token lookups in a reconnect storm queue here instead of opening overflow database
         # connections (opening and closing hundreds of them cost more than the queries).
         self._auth_gate = asyncio.Semaphore(16)
@@ -73,38 +75,71 @@ class AgentServer:
     # -- agent websocket -----------------------------------------------------------------------
 
     async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        address = str(ws.remote_address[0]) if ws.remote_address else ""
+        settings = self.settings
+        peer = str(ws.remote_address[0]) if ws.remote_address else ""
+        address = client_address(
+            peer, request.headers.get("X-Forwarded-For"), settings.agent_trusted_proxies
+        )
         if request.path.partition("?")[0] != AGENT_PATH:
             return self._refuse(ws, HTTPStatus.NOT_FOUND, "not_found", "Unknown path.")
-        if not address_allowed(address, self.settings.agent_ip_allow, self.settings.agent_ip_deny):
+        if not address_allowed(address, settings.agent_ip_allow, settings.agent_ip_deny):
             return self._refuse(ws, HTTPStatus.FORBIDDEN, "address_denied", "Address refused.")
         if self.draining:
             return self._refuse(
                 ws, HTTPStatus.SERVICE_UNAVAILABLE, "draining", "Server is draining.", 1.0
             )
-        wait = self.ip_buckets.take(address)
-        if wait:
+        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+        raw = raw.strip()
+        token_hash = hash_token(raw) if raw else ""
+        # The per-address bucket counts failures only; an address that spent it is refused
+        # unless the token is one that authenticated here recently.
+        wait = self.ip_buckets.wait(address)
+        if wait and token_hash not in self._known_tokens:
             return self._refuse(
                 ws, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "Too many connections.", wait
             )
-        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
-        raw = raw.strip()
         if scheme.lower() != "bearer" or not raw:
+            self.ip_buckets.take(address)
             return self._refuse(
                 ws, HTTPStatus.UNAUTHORIZED, "unauthorized", "Send Authorization: Bearer <token>."
             )
-        wait = self.token_buckets.take(hash_token(raw))
+        wait = self.token_buckets.take(token_hash)
         if wait:
             return self._refuse(
                 ws, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "Too many connections.", wait
             )
         try:
             async with self._auth_gate:
-                identity = await self.store.authenticate_agent(raw)
+                identity = await self.store.authenticate_agent(
+                    raw, settings.agent_replica_dead_after
+                )
         except AgentAuthError as exc:
+            self.ip_buckets.take(address)
+            self._known_tokens.pop(token_hash, None)
             return self._refuse(ws, HTTPStatus.UNAUTHORIZED, exc.code, exc.message)
-        self._identities[ws] = identity
+        self._known_tokens[token_hash] = None
+        while len(self._known_tokens) > 10_000:
+            self._known_tokens.pop(next(iter(self._known_tokens)))
+        if self._live_count(identity) >= settings.agent_max_connections_per_token:
+            return self._refuse(
+                ws,
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "too_many_connections",
+                f"This token already has {settings.agent_max_connections_per_token} live "
+                "connections.",
+                5.0,
+            )
+        self._identities[ws] = (identity, address)
         return None
+
+    def _live_count(self, identity: AgentIdentity) -> int:
+        """Registered connections of the token plus ours not yet written to the registry."""
+        token_id = identity.token_id
+        unwritten = sum(
+            1 for live in self.by_token.get(token_id, ()) if live.id in self._pending_add
+        )
+        handshaking = sum(1 for other, _ in self._identities.values() if other.token_id == token_id)
+        return identity.live_connections + unwritten + handshaking
 
     @staticmethod
     def _refuse(
@@ -126,9 +161,10 @@ class AgentServer:
         return response
 
     async def handle_agent(self, ws: ServerConnection) -> None:
-        identity = self._identities.pop(ws, None)
-        if identity is None:  # pragma: no cover - process_request always sets it
+        admitted = self._identities.pop(ws, None)
+        if admitted is None:  # pragma: no cover - process_request always sets it
             return
+        identity, address = admitted
         connection_id = str(uuid.uuid4())
         session = Session(
             WebsocketTransport(ws),
@@ -158,7 +194,7 @@ class AgentServer:
                 "replica": self.settings.agent_replica_name,
                 "agent_version": str(hello.get("agent_version", "unknown"))[:64],
                 "kubernetes_version": str(hello.get("kubernetes_version", "unknown"))[:64],
-                "source_address": str(ws.remote_address[0]) if ws.remote_address else "",
+                "source_address": address[:64],
                 "connected_at": now,
                 "last_heartbeat_at": now,
             },
@@ -220,8 +256,13 @@ class AgentServer:
             self._pending_add.clear()
             self._pending_remove.clear()
             try:
-                await self.store.add_connections(adds)
+                gone = await self.store.add_connections(adds)
                 await self.store.remove_connections(removes)
+                # Their agent was deleted while they connected: close them here and now.
+                for connection_id in gone:
+                    live = self.connections.get(connection_id)
+                    if live is not None:
+                        await live.session.close(CloseCode.TOKEN_REVOKED, "agent deleted")
             except Exception:
                 log.exception("could not write the connection registry; retrying")
                 for row in adds:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.agents.models import (
     AGENT_TOKEN_PREFIX,
@@ -15,7 +17,9 @@ from app.agents.models import (
     AgentConnection,
     AgentServerReplica,
     AgentToken,
+    AgentTokenSource,
 )
+from app.audit.models import AuditEvent
 from app.auth.tokens import hash_token
 from app.core.db import utcnow
 
@@ -25,6 +29,8 @@ class AgentIdentity:
     agent_id: int
     project_id: int
     token_id: int
+    # Connections of this token registered on live replicas when it authenticated.
+    live_connections: int = 0
 
 
 class AgentAuthError(Exception):
@@ -46,9 +52,19 @@ class AgentStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def authenticate_agent(self, raw: str) -> AgentIdentity:
+    async def authenticate_agent(self, raw: str, dead_after: float) -> AgentIdentity:
         if not raw.startswith(AGENT_TOKEN_PREFIX):
             raise AgentAuthError("invalid_token", "The token is not a clusterport agent token.")
+        live = (
+            select(func.count())
+            .select_from(AgentConnection)
+            .join(AgentServerReplica, AgentServerReplica.name == AgentConnection.replica)
+            .where(
+                AgentConnection.token_id == AgentToken.id,
+                AgentServerReplica.heartbeat_at >= utcnow() - timedelta(seconds=dead_after),
+            )
+            .scalar_subquery()
+        )
         query = (
             select(
                 AgentToken.id,
@@ -56,6 +72,7 @@ class AgentStore:
                 AgentToken.expires_at,
                 AgentToken.revoked_at,
                 Agent.project_id,
+                live.label("live"),
             )
             .join(Agent, Agent.id == AgentToken.agent_id)
             .where(AgentToken.token_hash == hash_token(raw))
@@ -68,7 +85,7 @@ class AgentStore:
             raise AgentAuthError("token_revoked", "The agent token has been revoked.")
         if row.expires_at is not None and row.expires_at <= utcnow():
             raise AgentAuthError("token_expired", "The agent token has expired.")
-        return AgentIdentity(row.agent_id, row.project_id, row.id)
+        return AgentIdentity(row.agent_id, row.project_id, row.id, int(row.live))
 
     async def agent_project(self, agent_id: int) -> int | None:
         async with self.engine.connect() as conn:
@@ -144,18 +161,65 @@ class AgentStore:
 
     # -- connections ---------------------------------------------------------------------------
 
-    async def add_connections(self, rows: Iterable[dict[str, object]]) -> None:
-        """Record new connections and mark their tokens used, in one transaction."""
+    async def add_connections(self, rows: Iterable[dict[str, object]]) -> list[str]:
+        """Record new connections, mark their tokens used and audit source addresses a token
+        never connected from before, in one transaction.
+
+        Returns the ids of connections whose agent no longer exists (deleted meanwhile): they
+        are not recorded, and their tokens are revoked, so the revocation watch closes them.
+        """
         values = list(rows)
-        if values:
+        if not values:
+            return []
+        async with self.engine.begin() as conn:
+            agent_ids = {int(str(row["agent_id"])) for row in values}
+            query = select(Agent.id, Agent.project_id).where(Agent.id.in_(agent_ids))
+            existing = {int(r.id): int(r.project_id) for r in await conn.execute(query)}
+            gone = [str(row["id"]) for row in values if row["agent_id"] not in existing]
+            values = [row for row in values if row["agent_id"] in existing]
+            if not values:
+                return gone
             token_ids = sorted({int(str(row["token_id"])) for row in values})
-            async with self.engine.begin() as conn:
-                await conn.execute(insert(AgentConnection), values)
-                await conn.execute(
-                    update(AgentToken)
-                    .where(AgentToken.id.in_(token_ids))
-                    .values(last_used_at=utcnow())
-                )
+            await conn.execute(insert(AgentConnection), values)
+            await conn.execute(
+                update(AgentToken).where(AgentToken.id.in_(token_ids)).values(last_used_at=utcnow())
+            )
+            await self._audit_new_sources(conn, values, existing)
+        return gone
+
+    @staticmethod
+    async def _audit_new_sources(
+        conn: AsyncConnection, rows: list[dict[str, object]], projects: dict[int, int]
+    ) -> None:
+        now = utcnow()
+        sources = {(int(str(row["token_id"])), str(row["source_address"])) for row in rows}
+        dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+        inserted = (
+            await conn.execute(
+                dialect.insert(AgentTokenSource)
+                .values([{"token_id": t, "address": a, "first_seen_at": now} for t, a in sources])
+                .on_conflict_do_nothing()
+                .returning(AgentTokenSource.token_id, AgentTokenSource.address)
+            )
+        ).all()
+        if not inserted:
+            return
+        by_token = {int(str(row["token_id"])): row for row in rows}
+        await conn.execute(
+            insert(AuditEvent),
+            [
+                {
+                    "project_id": projects[int(str(by_token[token_id]["agent_id"]))],
+                    "actor": f"agent-token:{token_id}",
+                    "action": "agent_token.new_source_address",
+                    "target_type": "agent_token",
+                    "target_id": str(token_id),
+                    "details": {"address": address, "agent_id": by_token[token_id]["agent_id"]},
+                    "created_at": now,
+                }
+                for token_id, address in sorted(inserted)
+            ],
+        )
 
     async def remove_connections(self, ids: Sequence[str]) -> None:
         if ids:

@@ -28,8 +28,10 @@ class AgentToken(Base):
     __tablename__ = "agent_tokens"
 
     id: Mapped[IntPK]
-    agent_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("agents.id", ondelete="CASCADE"), index=True
+    # NULL once the agent is deleted: the revoked row stays behind for a while so that every
+    # agent-server replica sees the revocation and closes the token's connections.
+    agent_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("agents.id", ondelete="SET NULL"), index=True
     )
     name: Mapped[str] = mapped_column(String(255))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -39,6 +41,18 @@ class AgentToken(Base):
     last_used_at: Mapped[datetime | None]
     # Indexed: every agent-server replica polls for recent revocations.
     revoked_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class AgentTokenSource(Base):
+    """A source address a token has connected from; a new one is written to the audit trail."""
+
+    __tablename__ = "agent_token_sources"
+
+    token_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("agent_tokens.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AgentServerReplica(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
@@ -45,6 +45,26 @@ async def count_active_tokens(session: AsyncSession, agent_id: int, now: datetim
         or_(AgentToken.expires_at.is_(None), AgentToken.expires_at > now),
     )
     return int(await session.scalar(query) or 0)
+
+
+async def revoke_all_tokens(session: AsyncSession, agent_id: int, now: datetime) -> list[int]:
+    """Revoke the agent's unrevoked tokens; returns their ids."""
+    result = await session.execute(
+        update(AgentToken)
+        .where(AgentToken.agent_id == agent_id, AgentToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .returning(AgentToken.id)
+    )
+    return sorted(int(token_id) for token_id in result.scalars())
+
+
+async def forget_orphan_tokens(session: AsyncSession, revoked_before: datetime) -> None:
+    """Drop revoked tokens of deleted agents once every replica has long seen the revocation."""
+    await session.execute(
+        delete(AgentToken).where(
+            AgentToken.agent_id.is_(None), AgentToken.revoked_at < revoked_before
+        )
+    )
 
 
 async def lock_agent(session: AsyncSession, agent_id: int) -> None:

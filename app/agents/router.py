@@ -47,6 +47,15 @@ async def get_agent(
     return AgentRead.of(await service.get(session, principal, project_id, agent_id, Role.reporter))
 
 
+@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_agent")
+async def delete_agent(
+    project_id: int, agent_id: int, session: SessionDep, principal: PrincipalDep
+) -> None:
+    """Delete an agent (maintainer): its tokens are revoked and its connections close within a
+    second on every agent-server replica."""
+    await service.delete(session, principal, project_id, agent_id)
+
+
 @router.post(
     "/{agent_id}/tokens", status_code=status.HTTP_201_CREATED, operation_id="create_agent_token"
 )

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.agents.models import Agent, AgentConnection, AgentToken
-from app.core.validation import DNSLabel
+from app.core.validation import DisplayName, DNSLabel, UTCDatetime
 
 
 class AgentCreate(BaseModel):
@@ -32,15 +32,15 @@ class AgentRead(BaseModel):
 class AgentTokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
-    expires_at: datetime | None = Field(
+    name: DisplayName
+    expires_at: UTCDatetime | None = Field(
         default=None, description="When the token stops working; it never expires when omitted."
     )
 
 
 class AgentTokenRead(BaseModel):
     id: int
-    agent_id: int
+    agent_id: int | None
     name: str
     token_prefix: str
     created_at: datetime

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +16,9 @@ from app.auth.tokens import display_prefix, generate_token, hash_token
 from app.core.db import utcnow
 from app.core.errors import BadRequestError, ConflictError, NotFoundError
 from app.projects.service import get_visible
+
+# How long revoked tokens of a deleted agent are kept: far longer than replicas take to notice.
+ORPHAN_TOKEN_TTL = timedelta(days=1)
 
 
 async def get(
@@ -59,11 +62,8 @@ async def create_token(
 ) -> tuple[AgentToken, str]:
     agent = await get(session, principal, project_id, agent_id, Role.maintainer)
     now = utcnow()
-    if expires_at is not None:
-        if expires_at.tzinfo is None:
-            raise BadRequestError("expires_at needs a time zone.", code="invalid_expiry")
-        if expires_at <= now:
-            raise BadRequestError("expires_at must be in the future.", code="invalid_expiry")
+    if expires_at is not None and expires_at <= now:
+        raise BadRequestError("expires_at must be in the future.", code="invalid_expiry")
     await repository.lock_agent(session, agent.id)
     limit = get_agents_settings().agent_max_tokens
     if await repository.count_active_tokens(session, agent.id, now) >= limit:
@@ -113,6 +113,28 @@ async def revoke_token(
             project_id=project_id,
             details={"agent_id": agent.id},
         )
+
+
+async def delete(
+    session: AsyncSession, principal: Principal, project_id: int, agent_id: int
+) -> None:
+    """Delete the agent (maintainer). Its tokens are revoked first, so every agent-server replica
+    closes their connections within a second; the revoked rows outlive the agent for a day."""
+    agent = await get(session, principal, project_id, agent_id, Role.maintainer)
+    now = utcnow()
+    revoked = await repository.revoke_all_tokens(session, agent.id, now)
+    await repository.forget_orphan_tokens(session, revoked_before=now - ORPHAN_TOKEN_TTL)
+    record_audit(
+        session,
+        principal,
+        "agent.delete",
+        "agent",
+        agent.id,
+        project_id=project_id,
+        details={"name": agent.name, "revoked_token_ids": revoked},
+    )
+    await session.delete(agent)
+    await session.flush()
 
 
 async def connections(

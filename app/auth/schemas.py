@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.models import Role
+from app.core.validation import DisplayName, UTCDatetime
 
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
+    name: DisplayName
     role: Role = Role.reporter
-    expires_at: AwareDatetime | None = Field(default=None, description="Optional expiry (UTC).")
+    expires_at: UTCDatetime | None = Field(default=None, description="Optional expiry (UTC).")
 
 
 class TokenRead(BaseModel):

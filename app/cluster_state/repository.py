@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Update, or_, select, update
+from sqlalchemy import ColumnElement, Select, Update, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,24 @@ async def ensure_entry(session: AsyncSession, cluster_id: int, kind: str, namesp
     # Postgres and SQLite, the two databases clusterport runs on, spell it the same way.
     dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     await session.execute(dialect.insert(Entry).values(values).on_conflict_do_nothing())
+
+
+async def evict_namespaced(session: AsyncSession, cluster_id: int, keep: int) -> None:
+    """Keep only the `keep` newest per-namespace entries of a cluster: `?namespace=` is user
+    input, and every distinct value would otherwise add a row for good."""
+    newest = (
+        select(Entry.id)
+        .where(Entry.cluster_id == cluster_id, Entry.namespace != "")
+        .order_by(Entry.id.desc())
+        .limit(keep)
+    )
+    await session.execute(
+        delete(Entry).where(
+            Entry.cluster_id == cluster_id,
+            Entry.namespace != "",
+            Entry.id.not_in(newest.scalar_subquery()),
+        )
+    )
 
 
 def claim_refresh(

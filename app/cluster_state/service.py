@@ -28,6 +28,8 @@ ERROR_TTL = timedelta(seconds=10)
 # A claimed refresh that has not finished after this long (lost job, dead worker) is re-queued.
 REFRESH_LEASE = timedelta(seconds=60)
 RETRY_AFTER_SECONDS = 2
+# Per-namespace lists kept per cluster (all kinds together); the oldest go first.
+MAX_NAMESPACED_ENTRIES = 100
 
 
 async def read(
@@ -62,6 +64,8 @@ async def read(
                 headers={"Retry-After": str(int(ERROR_TTL.total_seconds()))},
             )
     else:
+        if namespace:
+            await repository.evict_namespaced(session, cluster_id, MAX_NAMESPACED_ENTRIES - 1)
         await repository.ensure_entry(session, *key)
     claimed = await session.execute(
         repository.claim_refresh(*key, now=now, stale_before=now - REFRESH_LEASE)

@@ -105,6 +105,7 @@ async def update(
         session, project_id, changes.get("name"), changes.get("environment_scope"), cluster.id
     )
     recheck = False
+    dropped_token = False
     for field, value in changes.items():
         if value is not None:
             setattr(cluster, field, value)
@@ -112,21 +113,32 @@ async def update(
         recheck = True
     if data.kubernetes is not None:
         platform = cluster.platform
-        if platform is None:
+        if platform is None or cluster.provider_type != ProviderType.user:
             raise ConflictError(
                 "This cluster's connection is managed by its provider.", code="not_user_cluster"
             )
         k8s = data.kubernetes.model_dump(exclude_unset=True)
         if k8s.get("api_url") is not None:
             await _check_url(k8s["api_url"])
+        # The stored token was given for one address and CA: never send it anywhere else.
+        moved = (k8s.get("api_url") is not None and k8s["api_url"] != platform.api_url) or (
+            "ca_pem" in k8s and k8s["ca_pem"] != platform.ca_pem
+        )
         for field, value in k8s.items():
             if value is None and field != "ca_pem":
                 continue
             if field == "token":
                 value = data.kubernetes.token.get_secret_value() if data.kubernetes.token else None
             setattr(platform, field, value)
+        if moved and data.kubernetes.token is None:
+            platform.token = None
+            dropped_token = True
         recheck = recheck or bool({"api_url", "ca_pem", "token"} & k8s.keys())
-    if recheck:
+    if dropped_token:
+        # Nothing to check with until a token for the new address is given.
+        cluster.status = ClusterStatus.unauthorized if cluster.enabled else ClusterStatus.disabled
+        cluster.error_code = "no_credentials"
+    elif recheck:
         cluster.status = ClusterStatus.connecting if cluster.enabled else ClusterStatus.disabled
         cluster.error_code = None
         if cluster.enabled:
@@ -142,7 +154,8 @@ async def update(
             "fields": sorted(
                 set(changes)
                 | set(data.kubernetes.model_dump(exclude_unset=True) if data.kubernetes else {})
-            )
+            ),
+            "token_dropped": dropped_token,
         },
     )
     await session.flush()

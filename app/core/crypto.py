@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 from pathlib import Path
@@ -23,11 +24,21 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
+def private_data_dir(data_dir: Path, database: Path) -> None:
+    """The embedded data dir is readable by its owner only (0700), the database file too (0600),
+    also when they already exist from an earlier, more open version."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    # SQLite creates its -wal and -shm files with the database file's mode.
+    database.chmod(0o600)
+
+
 def ensure_embedded_key(data_dir: Path) -> str:
     """Return the embedded-mode key, creating it (mode 0600) on first start."""
     path = data_dir / "encryption.key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(generate_key())
@@ -52,6 +63,21 @@ def validate_keys(settings: Settings) -> None:
                 f"CLUSTERPORT_ENCRYPTION_KEYS entry {index} is not a valid Fernet key "
                 "(32 url-safe base64-encoded bytes)."
             ) from None
+        if _low_entropy(base64.urlsafe_b64decode(key)):
+            raise EncryptionKeyError(
+                f"CLUSTERPORT_ENCRYPTION_KEYS entry {index} is not random (all zeros, a repeated "
+                "pattern or typed text); generate one with `clusterport keys generate`."
+            )
+
+
+def _low_entropy(raw: bytes) -> bool:
+    """True for keys no random generator would produce.
+
+    32 random bytes hold about 30 distinct values and a byte >= 0x80 with near certainty
+    (the chance of either test failing is below 1e-9); zeros, repeated patterns and keys
+    typed as text (base64 of ASCII) fail them.
+    """
+    return len(set(raw)) < 16 or max(raw) < 0x80
 
 
 @functools.cache

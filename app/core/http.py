@@ -17,12 +17,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import AppError
 from app.core.logging import correlation_id, new_correlation_id
+from app.core.pagination import MAX_ID
 
 log = structlog.get_logger("clusterport.http")
 
 REQUESTS = Counter("clusterport_http_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("clusterport_http_request_seconds", "API request latency", ["method", "route"])
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_LONG_NUMBER = re.compile(r"/([0-9]{19,})(?=/|$)")
+
+
+def _id_out_of_range(path: str) -> bool:
+    """A path segment of digits beyond a 64-bit id names nothing that can exist.
+
+    Checked once here instead of bounding every `{x_id}: int` path parameter of every route:
+    the database would otherwise fail on the out-of-range value with a 500.
+    """
+    return any(int(match) > MAX_ID for match in _LONG_NUMBER.findall(path))
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -101,7 +112,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            if _id_out_of_range(scope["path"]):
+                response = _error(404, "not_found", "The resource does not exist.")
+                await response(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")

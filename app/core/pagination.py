@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -10,6 +11,10 @@ from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import BadRequestError
+
+# Ids are 64-bit signed integers in the database.
+MAX_ID = 2**63 - 1
+_CURSOR = re.compile(r"[0-9]{1,19}")
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Any)
@@ -33,7 +38,8 @@ async def page_params(
 ) -> PageParams:
     after_id = None
     if cursor is not None:
-        if not cursor.isdigit():
+        # ASCII digits only: str.isdigit() also accepts '²', which int() then refuses.
+        if not _CURSOR.fullmatch(cursor) or int(cursor) > MAX_ID:
             raise BadRequestError("The cursor is not one this API returned.", code="invalid_cursor")
         after_id = int(cursor)
     return PageParams(limit=limit, after_id=after_id)

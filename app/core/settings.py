@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     health_port: int = 8151
 
     allow_local_network: bool = False
+    # Pod Security Admission level of the namespaces clusterport creates in clusters.
+    namespace_pod_security: Literal["restricted", "baseline", "privileged"] = "restricted"
     bootstrap_token: SecretStr | None = None
 
     log_format: Literal["json", "console"] = "json"

@@ -19,6 +19,54 @@ from app.core.errors import UnprocessableError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Every block of the IANA IPv4 and IPv6 Special-Purpose Address Registries, plus multicast,
+# the deprecated IPv6 site-local block and class E. Checked explicitly instead of trusting
+# `ipaddress.is_global`, whose tables lag the registries (3fff::/20 and 5f00::/16 are recent).
+# The NAT64 well-known prefix, 6to4 and IPv4-mapped/compatible forms are judged by the IPv4
+# address they carry instead (see `_embedded_ipv4`).
+_SPECIAL_PURPOSE = tuple(
+    ipaddress.ip_network(block)
+    for block in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.31.196.0/24",
+        "192.52.193.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "192.175.48.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "100:0:0:1::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "2620:4f:8000::/48",
+        "3fff::/20",
+        "5f00::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+)
+# Cloud instance metadata endpoints hand out credentials: refused even when an operator allows
+# local networks (EC2/EKS IMDS, ECS task and EKS Pod Identity endpoints).
+_METADATA = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23")
+)
 
 
 class UnsafeURLError(UnprocessableError):
@@ -63,9 +111,21 @@ def is_public_address(ip: IPAddress) -> bool:
         embedded = _embedded_ipv4(ip)
         if embedded is not None and not is_public_address(embedded):
             return False
-    # `is_global` is False for loopback, private, link-local, CGNAT (100.64/10), reserved,
-    # documentation, unspecified and the broadcast address; multicast can be "global".
+    if any(ip in block for block in _SPECIAL_PURPOSE if block.version == ip.version):
+        return False
+    # Belt and braces: `is_global` is False for what the list above may miss.
     return ip.is_global and not ip.is_multicast
+
+
+def is_metadata_address(ip: IPAddress) -> bool:
+    """A cloud metadata endpoint, directly or inside an IPv6 form that carries it."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None and embedded in _METADATA:
+            return True
+    return ip in _METADATA
 
 
 def _parse(url: str, allowed_schemes: tuple[str, ...]) -> tuple[str, str, int]:
@@ -86,6 +146,8 @@ def _parse(url: str, allowed_schemes: tuple[str, ...]) -> tuple[str, str, int]:
         raise UnsafeURLError("The URL has no host.", code="invalid_url")
     if port is None:
         port = 443 if scheme in ("https", "wss") else 80
+    elif port == 0:
+        raise UnsafeURLError("The URL's port must be between 1 and 65535.", code="invalid_url")
     return scheme, host, port
 
 
@@ -93,6 +155,12 @@ def _check_addresses(host: str, infos: list[str], allow_local: bool) -> str:
     if not infos:
         raise UnsafeURLError("The URL's host does not resolve.", code="unresolvable_host")
     addresses = [ipaddress.ip_address(info.split("%", 1)[0]) for info in infos]
+    for ip in addresses:
+        if is_metadata_address(ip):
+            raise UnsafeURLError(
+                "The URL resolves to a cloud metadata address, which is never allowed.",
+                code="unsafe_url",
+            )
     if not allow_local:
         for ip in addresses:
             if not is_public_address(ip):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from app.core.ssrf import resolve_target
-from app.kube.errors import KubeError, translate
+from app.kube.errors import KubeError, KubeUnexpectedResponseError, translate
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -34,6 +35,7 @@ RETRY_AFTER_CAP = 10.0
 # safe to repeat retry those. Every method retries 429 and refused connections (nothing was done).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _TRANSLATED = (ApiException, urllib3.exceptions.HTTPError, OSError)
+_GIT_VERSION = re.compile(r"v?[0-9]+\.[0-9]+[0-9A-Za-z.+_-]*")
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,15 @@ class KubeClient:
         self.close()
 
     def version(self) -> KubeVersion:
-        info = self._version.get_code()
+        try:
+            info = self._version.get_code()
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # The body is not a version object (the client's model refused it).
+            raise KubeUnexpectedResponseError() from exc
+        fields = (info.git_version, info.major, info.minor, info.platform)
+        readable = all(isinstance(f, str) and len(f) <= 64 for f in fields)
+        if not readable or not _GIT_VERSION.fullmatch(info.git_version):
+            raise KubeUnexpectedResponseError()
         return KubeVersion(
             git_version=info.git_version,
             major=info.major,

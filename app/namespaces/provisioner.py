@@ -35,6 +35,8 @@ class NamespaceSpec:
     environment: str
     environment_slug: str
     cluster_role: str = "admin"
+    # Pod Security Admission level enforced in the namespace (restricted, baseline, privileged).
+    pod_security: str = "restricted"
 
     @property
     def labels(self) -> dict[str, str]:
@@ -58,6 +60,16 @@ def _metadata(spec: NamespaceSpec, name: str) -> dict[str, Any]:
         "labels": spec.labels,
         "annotations": {ANNOTATION_ENVIRONMENT: spec.environment},
     }
+
+
+def _namespace_metadata(spec: NamespaceSpec) -> dict[str, Any]:
+    """The namespace also gets Pod Security Admission labels: enforced, warned and audited at
+    the same level, against the cluster's latest policy version."""
+    metadata = _metadata(spec, spec.namespace)
+    for mode in ("enforce", "warn", "audit"):
+        metadata["labels"][f"pod-security.kubernetes.io/{mode}"] = spec.pod_security
+        metadata["labels"][f"pod-security.kubernetes.io/{mode}-version"] = "latest"
+    return metadata
 
 
 def _read(read: Any, *args: str) -> Any | None:
@@ -86,14 +98,14 @@ def ensure(kube: KubeClient, spec: NamespaceSpec) -> str | None:
 def _ensure_namespace(kube: KubeClient, spec: NamespaceSpec) -> bool:
     existing = _read(kube.core.read_namespace, spec.namespace)
     if existing is None:
-        kube.core.create_namespace({"metadata": _metadata(spec, spec.namespace)})
+        kube.core.create_namespace({"metadata": _namespace_metadata(spec)})
         return True
     if not spec.owns(existing.metadata):
         raise NamespaceNotOursError(409)
     if existing.metadata.deletion_timestamp is not None:
         # Ours but still being deleted from an earlier removal: not usable until it is gone.
         raise KubeConflictError(409)
-    kube.core.patch_namespace(spec.namespace, {"metadata": _metadata(spec, spec.namespace)})
+    kube.core.patch_namespace(spec.namespace, {"metadata": _namespace_metadata(spec)})
     return False
 
 

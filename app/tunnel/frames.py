@@ -56,6 +56,8 @@ class ResetCode(enum.IntEnum):
     UPSTREAM_TIMEOUT = 5
     CONNECTION_LOST = 6
     BAD_REQUEST = 7
+    # The stream's frames broke the protocol (a HEADERS payload that is not a valid reply).
+    MALFORMED = 8
 
 
 class ProtocolViolation(Exception):

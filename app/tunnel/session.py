@@ -356,12 +356,22 @@ class Session:
             raise ProtocolViolation(CloseCode.BAD_HELLO, "HELLO must be an object")
         for key, low, high in (
             ("protocol", 1, 1 << 16),
+            ("min_protocol", 1, 1 << 16),
             ("initial_window", 1024, 1 << 30),
             ("max_payload", 1024, 16 << 20),
             ("heartbeat_interval_ms", 100, 3_600_000),
         ):
-            value = hello.get(key)
-            if not isinstance(value, int) or not low <= value <= high:
+            value = hello.get(key, low if key == "min_protocol" else None)
+            if type(value) is not int or not low <= value <= high:
+                raise ProtocolViolation(CloseCode.BAD_HELLO, f"HELLO field {key} is invalid")
+        capabilities = hello.get("capabilities", [])
+        if not isinstance(capabilities, list) or not all(
+            isinstance(c, str) and len(c) <= 64 for c in capabilities[:64]
+        ):
+            raise ProtocolViolation(CloseCode.BAD_HELLO, "HELLO field capabilities is invalid")
+        hello["capabilities"] = capabilities[:64]
+        for key in ("agent_version", "kubernetes_version", "replica", "connection_id"):
+            if key in hello and not isinstance(hello[key], str):
                 raise ProtocolViolation(CloseCode.BAD_HELLO, f"HELLO field {key} is invalid")
         return hello
 

@@ -1,7 +1,7 @@
 """cluster add-ons: what was asked, the operation under way, its log tail and health
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-02 06:20:05.729422
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import app.core.db
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

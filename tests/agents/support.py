@@ -140,10 +140,10 @@ def start_agent_server(
         replica, *ports, process=start("agent-server", ["agent-server"], env, tmp), env=env
     )
     try:
-        # A process start on a loaded machine can take a while: the deadline is generous.
-        wait_until(proc.ready, "the agent server to be ready", timeout=120.0)
+        # Generous: on a loaded shared machine the interpreter alone may take a while to start.
+        wait_until(proc.ready, "the agent server to be ready", timeout=120)
     except BaseException:
-        proc.process.stop(signal.SIGKILL)  # never leave a half-started server behind
+        proc.process.stop()  # not yet known to the caller, who would otherwise leak it
         raise
     return proc
 

@@ -30,6 +30,21 @@ from app.core.ssrf import UnsafeURLError, is_public_address, resolve_target
         "2002:c0a8:101::",
         "2001:0:4136:e378:8000:63bf:f5ff:fffe",
         "ff0e::1",
+        # Special-purpose blocks that `ipaddress.is_global` let through.
+        "64:ff9b:1::1",
+        "fec0::1",
+        "192.0.0.1",
+        "192.0.0.170",
+        "192.0.0.9",
+        "192.88.99.1",
+        "3fff::1",
+        "5f00::1",
+        "2001:db8::1",
+        "198.18.0.1",
+        "192.31.196.1",
+        "2620:4f:8000::1",
+        "100::1",
+        "240.0.0.1",
     ],
 )
 def test_non_public_addresses(address: str) -> None:
@@ -46,6 +61,31 @@ def test_allow_local_network_permits_loopback_and_pins_the_address() -> None:
     assert (target.host, target.port, target.address) == ("127.0.0.1", 6443, "127.0.0.1")
     with pytest.raises(UnsafeURLError):
         resolve_target("https://127.0.0.1:6443/", allow_local=False)
+
+
+def test_port_zero_is_refused() -> None:
+    with pytest.raises(UnsafeURLError) as caught:
+        resolve_target("https://93.184.216.34:0/", allow_local=False)
+    assert caught.value.code == "invalid_url"
+    with pytest.raises(UnsafeURLError):
+        resolve_target("https://127.0.0.1:0/", allow_local=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/",
+        "https://[fd00:ec2::254]/",
+        "https://[::ffff:169.254.169.254]/",
+        "https://169.254.170.2/",
+    ],
+)
+def test_metadata_addresses_stay_blocked_when_local_networks_are_allowed(url: str) -> None:
+    # Resolving a literal address dials nothing.
+    with pytest.raises(UnsafeURLError) as caught:
+        resolve_target(url, allow_local=True)
+    assert caught.value.code == "unsafe_url"
+    assert "metadata" in caught.value.message
 
 
 def test_reencrypt_moves_secrets_to_the_first_key(settings: object) -> None:

@@ -109,16 +109,24 @@ async def test_roles_names_and_the_external_id(admin: Api, moto: MotoServer) -> 
     assert first.status_code == 201, first.text
     assert first.json()["external_id"] == external_id
     assert "access_key" not in first.text and "session_token" not in first.text
+    # Callers cannot choose the external ID: it is always the project's own.
     own = await maintainer.post(
         path, eks_body("own", external_id="customer-chosen-id") | {"environment_scope": "staging"}
     )
-    assert own.json()["external_id"] == "customer-chosen-id"
+    assert own.status_code == 422, own.text
+    assert own.json()["error"]["details"][0]["field"] == "body.aws.external_id"
     taken = await maintainer.post(path, eks_body("prod") | {"environment_scope": "review/*"})
     assert (taken.status_code, taken.json()["error"]["code"]) == (409, "cluster_name_taken")
 
     cluster_id = first.json()["cluster_id"]
     reporter = admin.as_token(await admin.create_project_token(project["id"], "reporter"))
-    assert (await reporter.get(f"/api/v1/clusters/{cluster_id}/provisioning")).status_code == 200
+    for who, shown in ((reporter, None), (developer, None), (maintainer, external_id)):
+        view = await who.get(f"/api/v1/clusters/{cluster_id}/provisioning")
+        assert view.status_code == 200
+        assert view.json()["external_id"] == shown
+    assert (
+        external_id not in (await reporter.get(f"/api/v1/clusters/{cluster_id}/provisioning")).text
+    )
     hidden = await outsider.get(f"/api/v1/clusters/{cluster_id}/provisioning")
     assert hidden.status_code == 404
 

@@ -132,6 +132,41 @@ def test_values_schema_rejects_mistakes(helm: str, chart: Path, setting: str, me
     assert "schema" in proc.stderr and message in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["rbac.namespaces={apps,agents}"], "must not list the release namespace"),
+        (["serverUrl=ws://agent.example.com"], "insecure=true"),
+    ],
+)
+def test_agent_chart_refuses_unsafe_settings(helm: str, settings: list[str], message: str) -> None:
+    args = ["-f", ci_values(AGENT_CHART, "default")]
+    args += [a for setting in settings for a in ("--set", setting)]
+    proc = subprocess.run(
+        [helm, "template", "rel", str(AGENT_CHART), "--namespace", "agents", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+def test_agent_chart_plain_ws_needs_the_insecure_flag(helm: str) -> None:
+    manifest = render(
+        helm,
+        AGENT_CHART,
+        "agents",
+        "-f",
+        ci_values(AGENT_CHART, "default"),
+        "--set",
+        "serverUrl=ws://agent.example.com,insecure=true",
+    )
+    assert "CLUSTERPORT_AGENT_ALLOW_INSECURE" in manifest
+    default = render(helm, AGENT_CHART, "agents", "-f", ci_values(AGENT_CHART, "default"))
+    assert "CLUSTERPORT_AGENT_ALLOW_INSECURE" not in default
+
+
 def test_agent_chart_requires_a_token(helm: str) -> None:
     proc = subprocess.run(
         [helm, "template", "rel", str(AGENT_CHART), "--set", "serverUrl=wss://agent.example.com"],
@@ -294,25 +329,16 @@ def test_dry_run_rejects_an_invalid_object(
     assert "HorizontalPodAutoscaler" in proc.stderr or "averageValue" in proc.stderr
 
 
-def test_agent_chart_is_namespaced_by_default(
+def test_agent_chart_grants_nothing_in_its_own_namespace_by_default(
     kube_cluster: KubeCluster, helm: str, namespace: str
 ) -> None:
     objects = dry_run(
         kube_cluster,
         render(helm, AGENT_CHART, namespace, "-f", ci_values(AGENT_CHART, "default")),
     )
-    assert not by_kind(objects, "ClusterRole")
-    assert not by_kind(objects, "ClusterRoleBinding")
-    role = by_kind(objects, "Role")["rel-clusterport-agent"]
-    assert role["metadata"]["namespace"] == namespace
-    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
-    assert "*" not in verbs and "escalate" not in verbs and "bind" not in verbs
-    resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert not resources & {"roles", "rolebindings", "clusterroles", "*"}
-    binding = by_kind(objects, "RoleBinding")["rel-clusterport-agent"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "rel-clusterport-agent", "namespace": namespace}
-    ]
+    # The release namespace holds the agent's token Secret and Deployment: no rights there.
+    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+        assert not by_kind(objects, kind), kind
     deployment = by_kind(objects, "Deployment")["rel-clusterport-agent"]
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]
@@ -389,8 +415,9 @@ def test_generated_encryption_key_survives_upgrade_and_uninstall(
 def test_agent_chart_binds_a_cluster_role_per_namespace(
     kube_cluster: KubeCluster, helm: str, namespace: str
 ) -> None:
-    other = unique_name("helm-test-apps")
-    kube_cluster.kubectl("create", "namespace", other)
+    others = [unique_name("helm-test-apps"), unique_name("helm-test-apps")]
+    for other in others:
+        kube_cluster.kubectl("create", "namespace", other)
     try:
         manifest = render(
             helm,
@@ -399,14 +426,15 @@ def test_agent_chart_binds_a_cluster_role_per_namespace(
             "-f",
             ci_values(AGENT_CHART, "namespaces"),
             "--set",
-            f"rbac.namespaces={{{namespace},{other}}}",
+            f"rbac.namespaces={{{others[0]},{others[1]}}}",
         )
         objects = dry_run(kube_cluster, manifest)
     finally:
-        kube_cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+        for other in others:
+            kube_cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
     assert not by_kind(objects, "Role") and not by_kind(objects, "ClusterRoleBinding")
     bindings = [o for o in objects if o["kind"] == "RoleBinding"]
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted([namespace, other])
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(others)
     for binding in bindings:
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
@@ -444,13 +472,39 @@ def test_agent_service_account_gets_only_what_the_chart_grants(
         assert proc.returncode == 0, proc.stderr
 
     values = ci_values(AGENT_CHART, "default")
+    workloads = unique_name("helm-test-apps")
+    kube_cluster.kubectl("create", "namespace", workloads)
     try:
         helm_run("install", release, str(AGENT_CHART), "-f", values)
-        assert can("create", "deployments.apps", namespace)
-        assert can("patch", "configmaps", namespace)
-        assert can("get", "pods/log", namespace)
-        assert not can("delete", "pods", namespace)
-        assert not can("create", "rolebindings.rbac.authorization.k8s.io", namespace)
+        # Defaults: nothing at all, least of all its own token and Deployment.
+        assert not can("get", "secrets", namespace)
+        assert not can("patch", "deployments.apps", namespace)
+        assert not can("create", "deployments.apps", other)
+
+        helm_run(
+            "upgrade",
+            release,
+            str(AGENT_CHART),
+            "-f",
+            values,
+            "--set",
+            f"rbac.namespaces={{{workloads}}}",
+        )
+        assert can("create", "deployments.apps", workloads)
+        assert can("patch", "configmaps", workloads)
+        assert can("get", "pods/log", workloads)
+        assert not can("delete", "pods", workloads)
+        assert not can("create", "rolebindings.rbac.authorization.k8s.io", workloads)
+        # Proxy users act as the agent: its token Secret and its Deployment stay out of reach.
+        for verb, resource in (
+            ("get", "secrets"),
+            ("list", "secrets"),
+            ("patch", "deployments.apps"),
+            ("update", "deployments.apps"),
+            ("create", "pods"),
+            ("create", "jobs.batch"),
+        ):
+            assert not can(verb, resource, namespace), (verb, resource)
         assert not can("create", "deployments.apps", other)
         assert not can("list", "secrets", other)
         assert not can("list", "namespaces")
@@ -465,5 +519,6 @@ def test_agent_service_account_gets_only_what_the_chart_grants(
         assert not can("delete", "namespaces")
     finally:
         helm_run("uninstall", release)
-        kube_cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+        for name in (other, workloads):
+            kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
     assert not can("create", "deployments.apps", other)

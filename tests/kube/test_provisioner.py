@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -88,6 +89,46 @@ def test_creates_namespace_objects(
     # The token is the service account's: it may manage its namespace and nothing else.
     assert can_i(kube_cluster, token, "create", "deployments", "-n", spec.namespace) == "yes"
     assert can_i(kube_cluster, token, "list", "secrets", "-n", "kube-system") == "no"
+
+
+def test_namespaces_enforce_pod_security(
+    kube: KubeClient, kube_cluster: KubeCluster, spec: NamespaceSpec
+) -> None:
+    ensure_until_token(kube, spec)
+    labels = kube_cluster.kubectl_json("get", "namespace", spec.namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "latest"
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "escape", "namespace": spec.namespace},
+        "spec": {
+            "hostPID": True,
+            "containers": [
+                {"name": "c", "image": "busybox", "securityContext": {"privileged": True}}
+            ],
+        },
+    }
+    refused = kube_cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(privileged), check=False
+    )
+    assert refused.returncode != 0
+    assert "violates PodSecurity" in refused.stderr
+    # A drifted label is put back on the next run; the level is configurable.
+    kube_cluster.kubectl(
+        "label",
+        "namespace",
+        spec.namespace,
+        "pod-security.kubernetes.io/enforce=privileged",
+        "--overwrite",
+    )
+    ensure_until_token(kube, spec)
+    labels = kube_cluster.kubectl_json("get", "namespace", spec.namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    baseline = NamespaceSpec(**{**spec.__dict__, "pod_security": "baseline"})
+    ensure_until_token(kube, baseline)
+    labels = kube_cluster.kubectl_json("get", "namespace", spec.namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/warn"] == "baseline"
 
 
 def test_second_run_repairs_drift(

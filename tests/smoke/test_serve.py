@@ -99,7 +99,8 @@ def test_walkthrough_on_sqlite(served: tuple[str, str, Path]) -> None:
         assert http.get("/docs").status_code == 200
     key = tmp_path / "data" / "encryption.key"
     assert key.stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "data" / "clusterport.db").exists()
+    assert (tmp_path / "data" / "clusterport.db").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
 
 
 def test_serve_refuses_a_placeholder_key_outside_embedded_mode(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.auth.dependencies import PrincipalDep, SessionDep
+from app.auth.models import Role
 from app.providers.aws import service
 from app.providers.aws.schemas import EksClusterCreate, EksProvisioningRead, ExternalIdRead
 
@@ -21,7 +22,7 @@ async def create_eks_cluster(
 ) -> EksProvisioningRead:
     """Create an EKS cluster in the customer's AWS account (maintainer); provisioning is queued."""
     cluster, provider = await service.create(session, principal, project_id, data)
-    return EksProvisioningRead.of(cluster, provider)
+    return EksProvisioningRead.of(cluster, provider, show_external_id=True)
 
 
 @router.get("/clusters/{cluster_id}/provisioning", operation_id="get_cluster_provisioning")
@@ -30,7 +31,8 @@ async def get_cluster_provisioning(
 ) -> EksProvisioningRead:
     """Status, current step, timestamps and elapsed time of an EKS cluster's provisioning."""
     cluster, provider = await service.provisioning(session, principal, cluster_id)
-    return EksProvisioningRead.of(cluster, provider)
+    shown = principal.has_project_role(cluster.project_id, Role.maintainer)
+    return EksProvisioningRead.of(cluster, provider, show_external_id=shown)
 
 
 @router.get("/projects/{project_id}/eks/external-id", operation_id="get_eks_external_id")

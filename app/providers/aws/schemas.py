@@ -16,7 +16,6 @@ from app.core.validation import DNSLabel, EnvironmentScope
 from app.providers.aws.models import EksProvider, Step
 
 _ROLE_ARN = re.compile(r"^arn:aws:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
-_EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 _K8S_VERSION = re.compile(r"^1\.(\d{2})$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,15}\.[a-z0-9-]{1,16}$")
 _VPC = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -57,7 +56,6 @@ def _distinct(values: list[str]) -> list[str]:
 
 Stripped = StringConstraints(strip_whitespace=True, max_length=2048)
 RoleArn = Annotated[str, Stripped, _matching(_ROLE_ARN, "IAM role ARN")]
-ExternalId = Annotated[str, Stripped, _matching(_EXTERNAL_ID, "external ID")]
 Region = Annotated[str, Stripped, AfterValidator(_region)]
 KubernetesVersion = Annotated[str, Stripped, AfterValidator(_kubernetes_version)]
 InstanceType = Annotated[str, Stripped, _matching(_INSTANCE_TYPE, "EC2 instance type")]
@@ -72,10 +70,10 @@ class EksProviderCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    role_arn: RoleArn = Field(description="Provisioning role in the customer account.")
-    external_id: ExternalId | None = Field(
-        default=None,
-        description="External ID the role's trust policy requires; the project's own by default.",
+    role_arn: RoleArn = Field(
+        description="Provisioning role in the customer account. Its trust policy must require "
+        "the project's external ID (`GET /api/v1/projects/{id}/eks/external-id`); callers "
+        "cannot choose another one."
     )
     region: Region
     kubernetes_version: KubernetesVersion = "1.33"
@@ -113,7 +111,9 @@ class EksProvisioningRead(BaseModel):
     error: ErrorInfo | None
     region: str
     role_arn: str
-    external_id: str
+    external_id: str | None = Field(
+        description="The external ID the role requires; shown to maintainers only."
+    )
     kubernetes_version: str
     node_count: int
     instance_type: str
@@ -128,7 +128,12 @@ class EksProvisioningRead(BaseModel):
 
     @classmethod
     def of(
-        cls, cluster: Cluster, provider: EksProvider, *, now: datetime | None = None
+        cls,
+        cluster: Cluster,
+        provider: EksProvider,
+        *,
+        show_external_id: bool,
+        now: datetime | None = None,
     ) -> EksProvisioningRead:
         end = provider.finished_at or now or datetime.now(UTC)
         code = provider.error_code
@@ -141,7 +146,7 @@ class EksProvisioningRead(BaseModel):
             error=ErrorInfo(code=code, message=error_message(code)) if code else None,
             region=provider.region,
             role_arn=provider.role_arn,
-            external_id=provider.external_id,
+            external_id=provider.external_id if show_external_id else None,
             kubernetes_version=provider.kubernetes_version,
             node_count=provider.node_count,
             instance_type=provider.instance_type,

@@ -50,7 +50,9 @@ async def create(
     # The same name and environment scope rules as every other cluster of the project.
     await check_unique(session, project_id, data.name, data.environment_scope, None)
     aws = data.aws
-    external_id = aws.external_id or await _external_id(session, project_id)
+    # Always the project's own: a caller-chosen ID would let one project assume roles that
+    # trust another project's ID (the confused deputy the external ID exists to stop).
+    external_id = await _external_id(session, project_id)
     cluster = Cluster(
         project_id=project_id,
         name=data.name,

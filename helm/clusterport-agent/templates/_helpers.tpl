@@ -47,11 +47,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Namespaces the agent gets a Role in when it is not cluster-wide. */}}
 {{- define "clusterport-agent.namespaces" -}}
-{{- if .Values.rbac.namespaces }}
 {{- toJson (uniq .Values.rbac.namespaces) }}
-{{- else }}
-{{- toJson (list .Release.Namespace) }}
-{{- end }}
 {{- end }}
 
 {{- define "clusterport-agent.validate" -}}
@@ -60,6 +56,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if not (or (hasPrefix "wss://" .Values.serverUrl) (hasPrefix "ws://" .Values.serverUrl)) }}
 {{- fail (printf "serverUrl must start with wss:// (or ws:// for a test setup), got %q" .Values.serverUrl) }}
+{{- end }}
+{{- if and (hasPrefix "ws://" .Values.serverUrl) (not .Values.insecure) }}
+{{- fail "serverUrl is plain ws://: the agent token would cross the network unencrypted. Use wss://, or set insecure=true for a test setup" }}
+{{- end }}
+{{- if and .Values.rbac.create (not .Values.rbac.clusterWide) (has .Release.Namespace .Values.rbac.namespaces) }}
+{{- fail (printf "rbac.namespaces must not list the release namespace %q: it holds the agent's token Secret and Deployment, which proxy users would then reach; install the agent in a namespace of its own" .Release.Namespace) }}
 {{- end }}
 {{- if and (not .Values.existingSecret) (not .Values.token) }}
 {{- fail "token is required (create one with the clusterport API), or set existingSecret to a Secret that holds it" }}
