@@ -6,6 +6,7 @@ from app.auth.models import AccessToken
 from app.cluster_state.models import ClusterResourceCache
 from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.db import Base
+from app.core.jobs import OutboxJob
 from app.namespaces.models import ProjectNamespace
 from app.projects.models import Project
 from app.providers.aws.models import AwsExternalId, EksProvider
@@ -23,6 +24,7 @@ __all__ = [
     "ClusterResourceCache",
     "EksProvider",
     "KubernetesPlatform",
+    "OutboxJob",
     "Project",
     "ProjectNamespace",
 ]
