@@ -45,7 +45,8 @@ def stack(own_postgres: OwnPostgres, own_vhost: OwnVhost) -> Iterator[Stack]:
         yield deployment
     finally:
         deployment.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not os.environ.get("CLUSTERPORT_KEEP_FAULT_LOGS"):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,11 +12,15 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
+from app.namespaces.naming import TOKEN_SECRET
 from tests.faults.stack import ControlPlane, OwnPostgres, OwnVhost, Stack
 from tests.support.kubeapi import KubeCluster, unique_name
 
 RECOVERY_SECONDS = 120
+# Starting clusterport processes and servers of their own takes a while on a busy machine.
+pytestmark = pytest.mark.timeout(480)
 PENDING = ("provisioning", "deleting", "connecting")
 
 
@@ -79,7 +83,7 @@ def assert_matches_cluster(kube: KubeCluster, records: dict[str, Any]) -> None:
         assert record["last_error"] is None and record["retry_at"] is None, record
         name = record["namespace"]
         assert kube.namespace_state(name) == "active", name
-        secret = kube.kubectl_json("get", "secret", "clusterport-token", "-n", name)
+        secret = kube.kubectl_json("get", "secret", TOKEN_SECRET, "-n", name)
         assert secret.get("data", {}).get("token"), name
 
 
