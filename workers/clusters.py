@@ -184,6 +184,10 @@ def delete_cluster(cluster_id: int) -> None:
                     return
                 if will_retry(exc, cluster.last_error):
                     retry = retry_later(cluster, exc)
+                elif is_transient(exc):
+                    # Out of quick retries: the reconciler takes over with a longer backoff.
+                    cluster.retrying(exc.code, utcnow())
+                    return
                 else:
                     # Final: `errored` with the code; deleting again retries, `force` skips.
                     cluster.status = ClusterStatus.errored

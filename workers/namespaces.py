@@ -10,7 +10,7 @@ import structlog
 from app.clusters.models import Cluster
 from app.core.db import session_scope, utcnow
 from app.core.jobs import enqueue_after_commit
-from app.core.outages import MAX_BACKOFF_MS, MIN_BACKOFF_MS, retry_transient
+from app.core.outages import MAX_BACKOFF_MS, MIN_BACKOFF_MS, is_transient, retry_transient
 from app.core.ssrf import UnsafeURLError
 from app.kube import KubeError
 from app.namespaces import provisioner
@@ -69,6 +69,11 @@ def _failed(
             return None
         if will_retry(exc, row.last_error):
             return retry_later(row, exc)
+        if is_transient(exc):
+            # Out of quick retries while the cluster is away: the reconciler takes over with a
+            # longer backoff, and ends the namespace `failed` if the cluster stays away.
+            row.retrying(exc.code, utcnow())
+            return None
         row.error_code = exc.code
         row.last_synced_at = utcnow()
         row.settled()

@@ -7,12 +7,12 @@ import time
 from typing import Any
 
 import structlog
+from dramatiq.errors import BrokerError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter, Histogram
-from dramatiq.errors import BrokerError
 from pika.exceptions import AMQPError
+from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException

@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -255,6 +256,7 @@ class ControlPlane:
 
     state: Path
     cluster: KubeCluster
+    restarted: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def up(cls, state: Path) -> ControlPlane:
@@ -304,18 +306,25 @@ class ControlPlane:
                 start_new_session=True,
             )
         (self.state / "apiserver.pid").write_text(str(process.pid))
+        self.restarted = process
 
     def wait_ready(self) -> None:
+        context = ssl.create_default_context(cafile=str(self.state / "ca.crt"))
+
         def ready() -> bool:
             response = httpx.get(
                 f"{self.cluster.url}/readyz",
                 headers={"Authorization": f"Bearer {self.cluster.token}"},
-                verify=str(self.state / "ca.crt"),
+                verify=context,
                 timeout=2,
             )
             return response.status_code == 200
 
-        wait_until(ready, "the kube-apiserver to be ready", 120)
+        try:
+            wait_until(ready, "the kube-apiserver to be ready", 120)
+        except AssertionError:
+            log = (self.state / "apiserver.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the kube-apiserver is not ready; its log ends:\n{log}") from None
 
     def down(self) -> None:
         subprocess.run(
@@ -324,3 +333,5 @@ class ControlPlane:
             timeout=60,
             check=False,
         )
+        if self.restarted is not None:
+            self.restarted.wait(timeout=30)
