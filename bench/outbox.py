@@ -1,7 +1,7 @@
 """Benchmark of the transactional outbox.
 
 1. Cost: POST /api/v1/projects/{id}/clusters/{cid}/namespaces (a new namespace per request) at
-   32 connections with the outbox, beside the same API sending jobs straight to the broker after
+   16 connections with the outbox, beside the same API sending jobs straight to the broker after
    commit (bench/legacy_enqueue_api.py), in the same run and alternating rounds. Reports the
    median req/s and p99 of each and their ratio (goal: the outbox at most 10% slower).
 2. Recovery (--recovery): 60 namespace provisions on a real kube-apiserver with one worker, with
@@ -62,7 +62,7 @@ def wrk_post(
         f'headers = {{["Content-Type"] = "application/json", '
         f'["Authorization"] = "Bearer {token}"}}\n' + LUA
     )
-    cmd = ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency", "-s", str(script), url]
+    cmd = ["wrk", "-t2", "-c16", f"-d{duration}s", "--latency", "-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"errors during the run:\n{out}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 from datetime import timedelta
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pika
+import pytest
 
 from tests.conftest import Api
 from tests.kube.helpers import wait_for
@@ -130,3 +132,24 @@ async def test_sent_jobs_leave_no_outbox_rows(admin: Api) -> None:
     assert len(_drain("default")) == 1
     # Sent rows are deleted in batches just after the response.
     await wait_for(lambda: asyncio.to_thread(_outbox), lambda rows: rows == [], "the outbox")
+
+
+def test_publish_on_a_connection_the_broker_closed_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An idle publishing connection the broker closed: Dramatiq reconnects and publishes; pika's
+    report of the lost connection is not an error."""
+    from workers.clusters import check_cluster
+
+    check_cluster.send(1)
+    vhost = unquote(urlsplit(os.environ["CLUSTERPORT_BROKER_URL"]).path.lstrip("/"))
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "idle"],
+        check=True,
+        capture_output=True,
+    )
+    with caplog.at_level(logging.INFO):
+        check_cluster.send(2)
+    assert [m["args"] for m in _drain("default")] == [[1], [2]]
+    noisy = [r for r in caplog.records if r.name.startswith("pika") and r.levelno >= logging.INFO]
+    assert noisy == []
