@@ -103,6 +103,7 @@ def _send_all(jobs: list[OutboxJob]) -> list[int]:
             outages.down(BROKER, exc)
             break
         sent.append(job.id)
+        log.debug("job_enqueued", actor=job.actor_name)
     else:
         outages.up(BROKER)
     return sent
