@@ -147,7 +147,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from app.health import create_health_app
 
         await run_servers(
-            [make_server(create_health_app(settings), settings.bind_host, settings.health_port)]
+            [
+                make_server(
+                    create_health_app(settings, needs_broker=True),
+                    settings.bind_host,
+                    settings.health_port,
+                )
+            ]
         )
 
     try:

@@ -1,4 +1,9 @@
-"""The health and metrics port: /liveness, /readiness (database and broker) and /metrics."""
+"""The health and metrics port: /liveness, /readiness and /metrics.
+
+Readiness checks what the process needs to serve: the API only the database (jobs wait in the
+outbox while the broker is away, so a broker outage must not take API pods out of their
+Service); a worker the database and the broker.
+"""
 
 from __future__ import annotations
 
@@ -42,9 +47,11 @@ def broker_check(settings: Settings) -> Check | None:
     return check
 
 
-def create_health_app(settings: Settings, extra: dict[str, Check] | None = None) -> Starlette:
+def create_health_app(
+    settings: Settings, extra: dict[str, Check] | None = None, *, needs_broker: bool = False
+) -> Starlette:
     checks: dict[str, Check] = {"database": check_database, **(extra or {})}
-    broker = broker_check(settings)
+    broker = broker_check(settings) if needs_broker else None
     if broker is not None:
         checks["broker"] = broker
 

@@ -13,6 +13,7 @@ from app.auth.models import AccessToken
 from app.cluster_state.models import ClusterResourceCache
 from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.db import Base
+from app.core.jobs import OutboxJob
 from app.namespaces.models import ProjectNamespace
 from app.projects.models import Project
 from app.providers.aws.models import AwsExternalId, EksProvider
@@ -32,6 +33,7 @@ __all__ = [
     "ClusterResourceCache",
     "EksProvider",
     "KubernetesPlatform",
+    "OutboxJob",
     "Project",
     "ProjectNamespace",
 ]

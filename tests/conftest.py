@@ -29,6 +29,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CLUSTERPORT_ALLOW_LOCAL_NETWORK"] = "false"
     os.environ["CLUSTERPORT_LOG_FORMAT"] = "console"
     os.environ.pop("CLUSTERPORT_BOOTSTRAP_TOKEN", None)
+    # Retries and reconciling on a test's time scale: a few quick retries, then the reconciler.
+    os.environ["CLUSTERPORT_RETRY_LIMIT"] = "3"
+    os.environ["CLUSTERPORT_RETRY_MAX_BACKOFF_SECONDS"] = "2"
+    os.environ["CLUSTERPORT_OUTBOX_RELAY_AFTER_SECONDS"] = "2"
+    os.environ["CLUSTERPORT_RECONCILE_INTERVAL_SECONDS"] = "2"
+    os.environ["CLUSTERPORT_RECONCILE_GRACE_SECONDS"] = "5"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -6,9 +6,20 @@ from dataclasses import dataclass
 
 import dramatiq
 import structlog
+from dramatiq.middleware import CurrentMessage
 
 from app.clusters.models import Cluster, ClusterStatus
 from app.core.db import session_scope, utcnow
+from app.core.outages import (
+    MAX_BACKOFF_MS,
+    MIN_BACKOFF_MS,
+    backoff_ms,
+    is_transient,
+    retry_at,
+    retry_limit,
+    retry_transient,
+)
+from app.core.reconcile import RetryState
 from app.core.settings import get_settings
 from app.core.ssrf import UnsafeURLError
 from app.kube import KubeClient, KubeError
@@ -18,20 +29,38 @@ from app.namespaces.naming import environment_slug
 
 log = structlog.get_logger(__name__)
 
-# Transient Kubernetes failures (unreachable, timeout, 429, 5xx) are retried by Dramatiq with
-# backoff, a few times; anything else (4xx, TLS, SSRF refusal) is final at once.
-MAX_TRANSIENT_RETRIES = 5
-MIN_BACKOFF_MS = 1_000
-MAX_BACKOFF_MS = 30_000
+# Codes of cluster failures that say nothing about our credentials.
+TRANSIENT_CODES = frozenset({"unreachable", "timeout", "rate_limited", "server_error"})
+# A kube-apiserver that is starting answers 401 or 403 until its authenticators and RBAC
+# caches are loaded: right after the cluster was unreachable, such an answer is tried again
+# this many times before it counts.
+AUTH_RETRIES_AFTER_OUTAGE = 3
 
 
-def is_transient(exception: BaseException) -> bool:
-    return isinstance(exception, KubeError) and exception.transient
+def will_retry(exc: KubeError | UnsafeURLError, last_error: str | None) -> bool:
+    """Whether the running job is retried after `exc` (the record stays pending) or the
+    failure is final. `last_error` is the record's code of the failure being retried."""
+    message = CurrentMessage.get_current_message()
+    if message is None or message.options.get("retries", 0) >= retry_limit():
+        return False
+    if is_transient(exc):
+        return True
+    if exc.code in ("unauthorized", "forbidden") and last_error in TRANSIENT_CODES:
+        tried = message.options.get("auth_retries", 0)
+        if tried < AUTH_RETRIES_AFTER_OUTAGE:
+            message.options["auth_retries"] = tried + 1  # kept by the retried message
+            return True
+    return False
 
 
-def retry_transient(retries: int, exception: BaseException) -> bool:
-    """Dramatiq `retry_when`: only transient failures, a bounded number of times."""
-    return is_transient(exception) and retries < MAX_TRANSIENT_RETRIES
+def retry_later(record: RetryState, exc: KubeError | UnsafeURLError) -> dramatiq.Retry:
+    """Note the failure on the record, still pending, and the Retry to raise."""
+    message = CurrentMessage.get_current_message()
+    retries = message.options.get("retries", 0) if message is not None else 0
+    # An auth answer retried after an outage keeps the outage's code: it is the cause.
+    code = exc.code if is_transient(exc) or record.last_error is None else record.last_error
+    record.retrying(code, retry_at(retries))
+    return dramatiq.Retry(delay=backoff_ms(retries))
 
 
 @dataclass(frozen=True)
@@ -70,14 +99,21 @@ def namespace_spec(row: ProjectNamespace) -> provisioner.NamespaceSpec:
     )
 
 
+class CheckFailedError(KubeError):
+    code = "internal_error"
+    message = "The connectivity check failed unexpectedly."
+
+
 _STATUS_FOR_CODE = {
     "unauthorized": ClusterStatus.unauthorized,
     "forbidden": ClusterStatus.forbidden,
 }
 
 
-def _probe(connection: Connection, managed: bool) -> tuple[str | None, str | None]:
-    """(Kubernetes version, error code or None)."""
+def _probe(
+    connection: Connection, managed: bool
+) -> tuple[str | None, KubeError | UnsafeURLError | None]:
+    """(Kubernetes version, the failure or None)."""
     version = None
     try:
         with connection.client() as kube:
@@ -86,20 +122,26 @@ def _probe(connection: Connection, managed: bool) -> tuple[str | None, str | Non
                 # Managed clusters need cluster-wide rights (namespaces, RBAC): check one.
                 kube.core.list_namespace(limit=1)
     except (KubeError, UnsafeURLError) as exc:
-        return version, exc.code
+        return version, exc
     except Exception:
         # A bug of ours must not leave the cluster `connecting` for ever.
         log.exception("cluster_check_failed")
-        return version, "internal_error"
+        return version, CheckFailedError()
     return version, None
 
 
-@dramatiq.actor(max_retries=0)
+def _checkable(cluster: Cluster | None) -> bool:
+    return cluster is not None and cluster.enabled and cluster.status != ClusterStatus.deleting
+
+
+@dramatiq.actor(retry_when=retry_transient, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)
 def check_cluster(cluster_id: int) -> None:
-    """Connect to the cluster, record its Kubernetes version and status."""
+    """Connect to the cluster, record its Kubernetes version and status. Transient failures
+    keep the status (`connecting` on a new cluster) with `last_error` and `retry_at` while
+    they are retried; the final outcome is `connected` or a failed status with its code."""
     with session_scope() as session:
         cluster = session.get(Cluster, cluster_id)
-        if cluster is None or not cluster.enabled or cluster.status == ClusterStatus.deleting:
+        if cluster is None or not _checkable(cluster):
             return
         connection = connection_of(cluster)
         managed = cluster.managed
@@ -108,22 +150,30 @@ def check_cluster(cluster_id: int) -> None:
             cluster.status = ClusterStatus.unauthorized
             cluster.error_code = "no_credentials"
             cluster.last_checked_at = utcnow()
+            cluster.settled()
             return
-    version, code = _probe(connection, managed)
+    version, error = _probe(connection, managed)
+    retry: dramatiq.Retry | None = None
     with session_scope() as session:
         cluster = session.get(Cluster, cluster_id)
-        if cluster is None or not cluster.enabled or cluster.status == ClusterStatus.deleting:
+        if cluster is None or not _checkable(cluster):
             return
         cluster.last_checked_at = utcnow()
         if version is not None:
             cluster.kubernetes_version = version
-        if code is None:
+        if error is None:
             cluster.status = ClusterStatus.connected
             cluster.error_code = None
+            cluster.settled()
+        elif will_retry(error, cluster.last_error):
+            retry = retry_later(cluster, error)
         else:
-            cluster.status = _STATUS_FOR_CODE.get(code, ClusterStatus.unreachable)
-            cluster.error_code = code
-    log.info("cluster_checked", cluster_id=cluster_id, error_code=code)
+            cluster.status = _STATUS_FOR_CODE.get(error.code, ClusterStatus.unreachable)
+            cluster.error_code = error.code
+            cluster.settled()
+    if retry is not None:
+        raise retry
+    log.info("cluster_checked", cluster_id=cluster_id, error_code=error.code if error else None)
 
 
 @dramatiq.actor(retry_when=retry_transient, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)
@@ -142,13 +192,25 @@ def delete_cluster(cluster_id: int) -> None:
                 for spec in specs:
                     provisioner.remove(kube, spec)
         except (KubeError, UnsafeURLError) as exc:
-            # The cluster stays `deleting` with the code; deleting again retries, `force` skips.
+            retry: dramatiq.Retry | None = None
             with session_scope() as session:
                 cluster = session.get(Cluster, cluster_id)
-                if cluster is not None:
+                if cluster is None or cluster.status != ClusterStatus.deleting:
+                    return
+                if will_retry(exc, cluster.last_error):
+                    retry = retry_later(cluster, exc)
+                elif is_transient(exc):
+                    # Out of quick retries: the reconciler takes over with a longer backoff.
+                    cluster.retrying(exc.code, utcnow())
+                    return
+                else:
+                    # Final: `errored` with the code; deleting again retries, `force` skips.
+                    cluster.status = ClusterStatus.errored
                     cluster.error_code = exc.code
-            if is_transient(exc):
-                raise
+                    cluster.settled()
+            if retry is not None:
+                raise retry from None
+            log.warning("cluster_delete_failed", cluster_id=cluster_id, error_code=exc.code)
             return
     with session_scope() as session:
         cluster = session.get(Cluster, cluster_id)

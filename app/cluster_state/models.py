@@ -9,9 +9,10 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IntPK
+from app.core.reconcile import RetryState
 
 
-class ClusterResourceCache(Base):
+class ClusterResourceCache(RetryState, Base):
     __tablename__ = "cluster_resource_caches"
     __table_args__ = (UniqueConstraint("cluster_id", "kind", "namespace"),)
 

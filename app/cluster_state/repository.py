@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Update, delete, or_, select, update
+from sqlalchemy import ColumnElement, Select, Update, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.cluster_state.models import ClusterResourceCache as Entry
+from app.core.reconcile import PendingWork
 
 
 def _key(cluster_id: int, kind: str, namespace: str) -> list[ColumnElement[bool]]:
@@ -62,5 +64,34 @@ def claim_refresh(
             *_key(cluster_id, kind, namespace),
             or_(Entry.refresh_requested_at.is_(None), Entry.refresh_requested_at < stale_before),
         )
-        .values(refresh_requested_at=now)
+        .values(refresh_requested_at=now, retry_at=None, reconcile_attempts=0)
     )
+
+
+def stalled(session: Session, due_before: datetime) -> list[Entry]:
+    """Entries with a refresh claimed before `due_before` that never finished."""
+    query = (
+        select(Entry)
+        .where(
+            Entry.refresh_requested_at.is_not(None),
+            func.coalesce(Entry.retry_at, Entry.refresh_requested_at) < due_before,
+        )
+        .order_by(Entry.id)
+        .limit(500)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query))
+
+
+def _job(entry: Entry) -> tuple[str, tuple[int, str, str]]:
+    return "refresh_cluster_resources", (entry.cluster_id, entry.kind, entry.namespace)
+
+
+def _give_up(entry: Entry, code: str) -> None:
+    # Reported like a failed refresh; the next request after ERROR_TTL asks again.
+    entry.refresh_requested_at = None
+    entry.error_code = code
+    entry.error_at = datetime.now(UTC)
+
+
+PENDING = PendingWork("cluster_resources", stalled, _job, _give_up)

@@ -19,6 +19,7 @@ MESSAGES = {
     "no_credentials": "The cluster has no stored credentials to connect with.",
     "token_not_issued": "The cluster never filled the service account token Secret.",
     "internal_error": "clusterport failed while talking to the cluster.",
+    "stalled": "The work on this record could not be completed after several attempts.",
     # Amazon EKS provisioning (AWS error codes are stored as AWS names them).
     "AccessDenied": "AWS refused the request: check the provisioning role's trust policy, "
     "external ID and permissions.",

@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, EncryptedString, IntPK, TimestampMixin
+from app.core.reconcile import RetryState
 
 
 class ClusterStatus(enum.StrEnum):
@@ -34,7 +35,7 @@ class AuthorizationType(enum.StrEnum):
     unknown = "unknown_authorization"
 
 
-class Cluster(TimestampMixin, Base):
+class Cluster(RetryState, TimestampMixin, Base):
     __tablename__ = "clusters"
     __table_args__ = (
         UniqueConstraint("project_id", "name"),

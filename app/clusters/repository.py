@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from app.clusters.models import Cluster, KubernetesPlatform
+from app.clusters.models import Cluster, ClusterStatus, KubernetesPlatform
 from app.core.pagination import PageParams, paginate_query
+from app.core.reconcile import PendingWork
 
 
 async def get(session: AsyncSession, project_id: int, cluster_id: int) -> Cluster | None:
@@ -60,3 +63,38 @@ async def scope_taken(
 async def list_enabled(session: AsyncSession, project_id: int) -> list[Cluster]:
     query = select(Cluster).where(Cluster.project_id == project_id, Cluster.enabled.is_(True))
     return list((await session.execute(query)).unique().scalars().all())
+
+
+def stalled(session: Session, due_before: datetime) -> list[Cluster]:
+    """Clusters being checked or deleted whose job was due before `due_before` and has not
+    finished (the message was lost, or retried until it gave up)."""
+    query = (
+        select(Cluster)
+        .where(
+            Cluster.status.in_([ClusterStatus.connecting, ClusterStatus.deleting]),
+            func.coalesce(Cluster.retry_at, Cluster.updated_at) < due_before,
+        )
+        .order_by(Cluster.id)
+        .limit(500)
+        .with_for_update(skip_locked=True, of=Cluster)
+    )
+    return list(session.scalars(query).unique())
+
+
+def _job(cluster: Cluster) -> tuple[str, tuple[int]]:
+    if cluster.status == ClusterStatus.deleting:
+        return "delete_cluster", (cluster.id,)
+    return "check_cluster", (cluster.id,)
+
+
+def _give_up(cluster: Cluster, code: str) -> None:
+    # A check that never finished leaves the cluster unreachable; a deletion, errored (deleting
+    # again, or with `force`, is the way out).
+    if cluster.status == ClusterStatus.connecting:
+        cluster.status = ClusterStatus.unreachable
+    else:
+        cluster.status = ClusterStatus.errored
+    cluster.error_code = code
+
+
+PENDING = PendingWork("cluster", stalled, _job, _give_up)

@@ -62,6 +62,18 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+STATUS_SEMANTICS = (
+    " Pending states change by themselves: while a step is retried after a transient failure "
+    "the record keeps its pending state and shows `last_error` and `retry_at`. Failed states "
+    "are final (the failure's code is in `error`) until you act on the record again."
+)
+LAST_ERROR = Field(
+    description="The transient failure being retried while the record is pending (None when "
+    "there is none). Not final: `error` is."
+)
+RETRY_AT = Field(description="When the pending step is tried next, while it is being retried.")
+
+
 class KubernetesPlatformRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -79,8 +91,15 @@ class ClusterRead(BaseModel):
     enabled: bool
     managed: bool
     provider_type: ProviderType
-    status: ClusterStatus
-    error: ErrorInfo | None
+    status: ClusterStatus = Field(
+        description="`connecting` and `deleting` are pending; `connected` is the goal; "
+        "`unreachable`, `unauthorized`, `forbidden` and `errored` are final failures with "
+        "`error`; `provisioning` is an EKS cluster being created (see its provisioning)."
+        + STATUS_SEMANTICS
+    )
+    error: ErrorInfo | None = Field(description="The final failure's code and our message.")
+    last_error: ErrorInfo | None = LAST_ERROR
+    retry_at: datetime | None = RETRY_AT
     kubernetes_version: str | None
     last_checked_at: datetime | None
     created_at: datetime
@@ -113,6 +132,8 @@ def _nest(item: dict[str, Any]) -> dict[str, Any]:
     validation ignores extras). No platform means no `api_url`."""
     code = item["error_code"]
     item["error"] = {"code": code, "message": error_message(code)} if code else None
+    code = item["last_error"]
+    item["last_error"] = {"code": code, "message": error_message(code)} if code else None
     item["kubernetes"] = (
         {key: item[key] for key in _PLATFORM_FIELDS} if item["api_url"] is not None else None
     )

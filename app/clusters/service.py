@@ -141,6 +141,7 @@ async def update(
     elif recheck:
         cluster.status = ClusterStatus.connecting if cluster.enabled else ClusterStatus.disabled
         cluster.error_code = None
+        cluster.settled()
         if cluster.enabled:
             _enqueue_check(session, cluster)
     record_audit(
@@ -201,5 +202,6 @@ async def delete(
         return False
     cluster.status = ClusterStatus.deleting
     cluster.error_code = None
+    cluster.settled()
     enqueue_after_commit(session, actor_named("delete_cluster"), cluster.id)
     return True

@@ -192,6 +192,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     refresh claim) that are atomic on their own.
     """
     from app.core.jobs import flush_jobs_async
+    from app.core.outages import DATABASE, outages
 
     read_only = request.method in ("GET", "HEAD")
     async with (_autocommit_sessions() if read_only else _async_sessions())() as session:
@@ -201,4 +202,5 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+        outages.up(DATABASE)
         await flush_jobs_async(session)

@@ -7,19 +7,26 @@ import time
 from typing import Any
 
 import structlog
+from dramatiq.errors import BrokerError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pika.exceptions import AMQPError
 from prometheus_client import Counter, Histogram
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import AppError
 from app.core.logging import correlation_id, new_correlation_id
+from app.core.outages import BROKER, DATABASE, is_database_outage, outages
 from app.core.pagination import MAX_ID
 
 log = structlog.get_logger("clusterport.http")
+
+# What a client is told to wait before trying again during an outage.
+OUTAGE_RETRY_AFTER_SECONDS = 5
 
 REQUESTS = Counter("clusterport_http_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("clusterport_http_request_seconds", "API request latency", ["method", "route"])
@@ -72,6 +79,25 @@ async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(409, "conflict", "The request conflicts with an existing resource.")
 
 
+def _unavailable(what: str, exc: Exception) -> JSONResponse:
+    outages.down(what, exc)  # one log line per outage, not a traceback per request
+    response = _error(
+        503, f"{what}_unavailable", f"The {what} is unreachable; retry in a few seconds."
+    )
+    response.headers["Retry-After"] = str(OUTAGE_RETRY_AFTER_SECONDS)
+    return response
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_outage(exc):
+        return await _unexpected(request, exc)
+    return _unavailable(DATABASE, exc)
+
+
+async def _broker_error(_: Request, exc: Exception) -> JSONResponse:
+    return _unavailable(BROKER, exc)
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", error=type(exc).__name__)
     return _error(500, "internal_error", "clusterport hit an internal error; it has been logged.")
@@ -82,6 +108,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    # Without their own handlers these would reach Starlette's error middleware, which logs a
+    # traceback per request.
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_error)
+    app.add_exception_handler(BrokerError, _broker_error)
+    app.add_exception_handler(AMQPError, _broker_error)
     app.add_exception_handler(Exception, _unexpected)
 
 

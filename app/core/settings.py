@@ -38,6 +38,19 @@ class Settings(BaseSettings):
 
     worker_threads: int = 8
 
+    # Transient failures (database or broker connection, Kubernetes 429, 5xx, timeouts) are
+    # retried this many times, with exponential backoff from 0.5 s up to this maximum.
+    retry_limit: int = 10
+    retry_max_backoff_seconds: float = 10.0
+    # Workers send outbox rows older than `outbox_relay_after_seconds` (the request that wrote
+    # them could not), looking every `outbox_relay_interval_seconds`.
+    outbox_relay_interval_seconds: float = 1.0
+    outbox_relay_after_seconds: float = 5.0
+    # Every `reconcile_interval_seconds`, records pending longer than their `retry_at` plus
+    # `reconcile_grace_seconds` are queued again.
+    reconcile_interval_seconds: float = 10.0
+    reconcile_grace_seconds: float = 30.0
+
     @field_validator("encryption_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

@@ -9,16 +9,19 @@ from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, EncryptedString, IntPK, TimestampMixin
+from app.core.reconcile import RetryState
 
 
 class NamespaceStatus(enum.StrEnum):
+    # Pending: a worker is on it (retrying shows `last_error` and `retry_at`).
     provisioning = "provisioning"
     ready = "ready"
+    # Final: the last attempt failed with `error_code`; POST again to retry.
     failed = "failed"
     deleting = "deleting"
 
 
-class ProjectNamespace(TimestampMixin, Base):
+class ProjectNamespace(RetryState, TimestampMixin, Base):
     __tablename__ = "project_namespaces"
     __table_args__ = (
         UniqueConstraint("cluster_id", "namespace"),

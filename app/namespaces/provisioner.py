@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.kube import KubeClient
@@ -21,6 +22,10 @@ LABEL_CLUSTER = "clusterport.io/cluster-id"
 LABEL_ENVIRONMENT = "clusterport.io/environment"
 ANNOTATION_ENVIRONMENT = "clusterport.io/environment-name"
 SA_TOKEN_TYPE = "kubernetes.io/service-account-token"  # noqa: S105 (a Secret type)
+# The token controller fills a new token Secret within a second or two. One still empty after
+# this long was missed (the controller or apiserver restarted meanwhile): it is recreated, so
+# the controller sees a new Secret to fill.
+EMPTY_TOKEN_SECRET_GRACE = timedelta(seconds=10)
 
 
 class NamespaceNotOursError(KubeConflictError):
@@ -132,12 +137,23 @@ def _ensure_token_secret(kube: KubeClient, spec: NamespaceSpec, sa_uid: str) -> 
             existing.type == SA_TOKEN_TYPE
             and annotations.get("kubernetes.io/service-account.name") == SERVICE_ACCOUNT
             and issued_for in (None, sa_uid)
+            and not _left_empty(existing)
         ):
             return
-        # Changed by hand or stale (type and annotations cannot be fixed in place): replace it.
+        # Changed by hand, stale or never filled (type and annotations cannot be fixed in
+        # place): replace it.
         kube.core.delete_namespaced_secret(TOKEN_SECRET, spec.namespace)
     kube.core.create_namespaced_secret(
         spec.namespace, {"metadata": metadata, "type": SA_TOKEN_TYPE}
+    )
+
+
+def _left_empty(secret: Any) -> bool:
+    created = secret.metadata.creation_timestamp
+    return (
+        not (secret.data or {}).get("token")
+        and created is not None
+        and datetime.now(UTC) - created > EMPTY_TOKEN_SECRET_GRACE
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import Session, undefer
 
 from app.core.pagination import PageParams, paginate_query
-from app.namespaces.models import ProjectNamespace
+from app.core.reconcile import PendingWork
+from app.namespaces.models import NamespaceStatus, ProjectNamespace
 
 
 async def get(
@@ -49,3 +52,33 @@ async def list_page(
         params,
     )
     return list((await session.scalars(query)).all())
+
+
+def stalled(session: Session, due_before: datetime) -> list[ProjectNamespace]:
+    """Namespaces being provisioned or deleted whose job was due before `due_before` and has
+    not finished (the message was lost, or retried until it gave up)."""
+    query = (
+        select(ProjectNamespace)
+        .where(
+            ProjectNamespace.status.in_([NamespaceStatus.provisioning, NamespaceStatus.deleting]),
+            func.coalesce(ProjectNamespace.retry_at, ProjectNamespace.updated_at) < due_before,
+        )
+        .order_by(ProjectNamespace.id)
+        .limit(500)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query))
+
+
+def _job(row: ProjectNamespace) -> tuple[str, tuple[int]]:
+    if row.status == NamespaceStatus.deleting:
+        return "remove_namespace", (row.id,)
+    return "ensure_namespace", (row.id,)
+
+
+def _give_up(row: ProjectNamespace, code: str) -> None:
+    row.status = NamespaceStatus.failed
+    row.error_code = code
+
+
+PENDING = PendingWork("namespace", stalled, _job, _give_up)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.clusters.errors import error_message
-from app.clusters.schemas import ErrorInfo
+from app.clusters.schemas import LAST_ERROR, RETRY_AT, STATUS_SEMANTICS, ErrorInfo
 from app.core.validation import EnvironmentName
 from app.namespaces.models import NamespaceStatus, ProjectNamespace
 
@@ -38,8 +38,14 @@ class NamespaceRead(BaseModel):
     namespace: str
     service_account_name: str
     cluster_role: str
-    status: NamespaceStatus
-    error: ErrorInfo | None
+    status: NamespaceStatus = Field(
+        description="`provisioning` and `deleting` are pending; `ready` is the goal; `failed` "
+        "is final with `error` (POST the environment again to repair, or DELETE)."
+        + STATUS_SEMANTICS
+    )
+    error: ErrorInfo | None = Field(description="The final failure's code and our message.")
+    last_error: ErrorInfo | None = LAST_ERROR
+    retry_at: datetime | None = RETRY_AT
     last_synced_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -58,6 +64,10 @@ class NamespaceRead(BaseModel):
             error=ErrorInfo(code=row.error_code, message=error_message(row.error_code))
             if row.error_code
             else None,
+            last_error=ErrorInfo(code=row.last_error, message=error_message(row.last_error))
+            if row.last_error
+            else None,
+            retry_at=row.retry_at,
             last_synced_at=row.last_synced_at,
             created_at=row.created_at,
             updated_at=row.updated_at,

@@ -78,6 +78,7 @@ async def create_or_repair(
         row.cluster_role = data.cluster_role
         row.status = NamespaceStatus.provisioning
         row.error_code = None
+        row.settled()
         action = "namespace.repair"
     else:
         project = await get_visible(session, principal, project_id)
@@ -120,6 +121,7 @@ async def delete(
     _, row = await get(session, principal, project_id, cluster_id, namespace_id, Role.maintainer)
     row.status = NamespaceStatus.deleting
     row.error_code = None
+    row.settled()
     record_audit(
         session,
         principal,
