@@ -16,8 +16,11 @@ from app.agents.models import (
     AgentServerReplica,
     AgentToken,
 )
+from app.auth.impersonation import KubeIdentity
 from app.auth.tokens import hash_token
+from app.clusters.models import Cluster
 from app.core.db import utcnow
+from app.namespaces.models import NamespaceStatus, ProjectNamespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,24 @@ class AgentStore:
         async with self.engine.connect() as conn:
             value = await conn.scalar(select(Agent.project_id).where(Agent.id == agent_id))
         return None if value is None else int(value)
+
+    async def namespace_identity(self, namespace_id: int, agent_id: int) -> KubeIdentity | None:
+        """The service account a namespace kubeconfig acts as, while the namespace is ready on
+        a cluster reached through this agent; None otherwise (the credential is revoked)."""
+        query = (
+            select(ProjectNamespace.namespace, ProjectNamespace.service_account_name)
+            .join(Cluster, Cluster.id == ProjectNamespace.cluster_id)
+            .where(
+                ProjectNamespace.id == namespace_id,
+                ProjectNamespace.status == NamespaceStatus.ready,
+                Cluster.agent_id == agent_id,
+            )
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return KubeIdentity.service_account(row.namespace, row.service_account_name)
 
     # -- replicas ------------------------------------------------------------------------------
 

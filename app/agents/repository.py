@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
@@ -63,3 +64,20 @@ async def live_connections(
         .order_by(AgentConnection.connected_at)
     )
     return list((await session.scalars(query)).all())
+
+
+async def connected_agent_ids(
+    session: AsyncSession, agent_ids: Iterable[int | None], now: datetime, dead_after: float
+) -> set[int]:
+    """Of these agents, the ones with a live connection on a live replica."""
+    wanted = {agent_id for agent_id in agent_ids if agent_id is not None}
+    if not wanted:
+        return set()
+    cutoff = now - timedelta(seconds=dead_after)
+    query = (
+        select(AgentConnection.agent_id)
+        .join(AgentServerReplica, AgentServerReplica.name == AgentConnection.replica)
+        .where(AgentConnection.agent_id.in_(wanted), AgentServerReplica.heartbeat_at >= cutoff)
+        .distinct()
+    )
+    return {int(agent_id) for agent_id in (await session.scalars(query)).all()}

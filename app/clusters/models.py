@@ -23,6 +23,13 @@ class ClusterStatus(enum.StrEnum):
     disabled = "disabled"
 
 
+class ConnectionKind(enum.StrEnum):
+    """How workers reach the cluster's API: its URL, or through an agent's tunnel."""
+
+    direct = "direct"
+    via_agent = "via_agent"
+
+
 class ProviderType(enum.StrEnum):
     user = "user"
     aws = "aws"
@@ -56,6 +63,15 @@ class Cluster(TimestampMixin, Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     kubernetes_version: Mapped[str | None] = mapped_column(String(64))
     last_checked_at: Mapped[datetime | None]
+    # Set for clusters reached through an agent (they have no platform: no URL, no token).
+    # An agent that clusters use cannot be deleted.
+    agent_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("agents.id", ondelete="RESTRICT"), index=True
+    )
+
+    @property
+    def connection(self) -> ConnectionKind:
+        return ConnectionKind.direct if self.agent_id is None else ConnectionKind.via_agent
 
     platform: Mapped[KubernetesPlatform | None] = relationship(
         back_populates="cluster", uselist=False, lazy="joined", cascade="all, delete-orphan"

@@ -20,7 +20,8 @@ async def create_cluster(
     project_id: int, data: ClusterCreate, session: SessionDep, principal: PrincipalDep
 ) -> ClusterRead:
     """Register an existing cluster (maintainer); a connectivity check is queued."""
-    return ClusterRead.of(await service.create(session, principal, project_id, data))
+    cluster = await service.create(session, principal, project_id, data)
+    return await service.describe(session, cluster)
 
 
 @router.get("", operation_id="list_clusters")
@@ -32,16 +33,16 @@ async def list_clusters(
 ) -> Page[ClusterRead]:
     principal.require_project(project_id, Role.reporter)
     items, cursor = make_page(await repository.list_page(session, project_id, params), params)
-    return Page(items=ClusterRead.of_rows(items), next_cursor=cursor)
+    connected = await service.connected_agents(session, (row.agent_id for row in items))
+    return Page(items=ClusterRead.of_rows(items, connected), next_cursor=cursor)
 
 
 @router.get("/{cluster_id}", operation_id="get_cluster")
 async def get_cluster(
     project_id: int, cluster_id: int, session: SessionDep, principal: PrincipalDep
 ) -> ClusterRead:
-    return ClusterRead.of(
-        await service.get(session, principal, project_id, cluster_id, Role.reporter)
-    )
+    cluster = await service.get(session, principal, project_id, cluster_id, Role.reporter)
+    return await service.describe(session, cluster)
 
 
 @router.patch("/{cluster_id}", operation_id="update_cluster")
@@ -53,7 +54,8 @@ async def update_cluster(
     principal: PrincipalDep,
 ) -> ClusterRead:
     """Change a cluster (maintainer); connection changes queue a new check."""
-    return ClusterRead.of(await service.update(session, principal, project_id, cluster_id, data))
+    cluster = await service.update(session, principal, project_id, cluster_id, data)
+    return await service.describe(session, cluster)
 
 
 @router.post(
@@ -63,7 +65,8 @@ async def check_cluster(
     project_id: int, cluster_id: int, session: SessionDep, principal: PrincipalDep
 ) -> ClusterRead:
     """Queue a connectivity check (developer)."""
-    return ClusterRead.of(await service.request_check(session, principal, project_id, cluster_id))
+    cluster = await service.request_check(session, principal, project_id, cluster_id)
+    return await service.describe(session, cluster)
 
 
 @router.delete(

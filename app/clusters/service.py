@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.agents import repository as agents_repository
+from app.agents.settings import get_agents_settings
 from app.audit.service import record_audit
 from app.auth.models import Role
 from app.auth.principal import Principal
 from app.clusters import repository
 from app.clusters.models import Cluster, ClusterStatus, KubernetesPlatform, ProviderType
-from app.clusters.schemas import ClusterCreate, ClusterUpdate
+from app.clusters.schemas import ClusterCreate, ClusterRead, ClusterUpdate
+from app.core.db import utcnow
 from app.core.errors import ConflictError, NotFoundError
 from app.core.jobs import actor_named, enqueue_after_commit
 from app.core.settings import get_settings
@@ -27,6 +32,16 @@ async def get(
     if cluster is None:
         raise NotFoundError("The cluster does not exist.", code="cluster_not_found")
     return cluster
+
+
+async def describe(session: AsyncSession, cluster: Cluster) -> ClusterRead:
+    """The API's view of a cluster, with whether its agent is connected now."""
+    return ClusterRead.of(cluster, await connected_agents(session, [cluster.agent_id]))
+
+
+async def connected_agents(session: AsyncSession, agent_ids: Iterable[int | None]) -> set[int]:
+    dead_after = get_agents_settings().agent_replica_dead_after
+    return await agents_repository.connected_agent_ids(session, agent_ids, utcnow(), dead_after)
 
 
 async def check_unique(
@@ -59,7 +74,6 @@ async def create(
     principal.require_project(project_id, Role.maintainer)
     await get_visible(session, principal, project_id)
     await check_unique(session, project_id, data.name, data.environment_scope, None)
-    await _check_url(data.kubernetes.api_url)
     cluster = Cluster(
         project_id=project_id,
         name=data.name,
@@ -68,14 +82,25 @@ async def create(
         managed=data.managed,
         provider_type=ProviderType.user,
         status=ClusterStatus.connecting if data.enabled else ClusterStatus.disabled,
-        platform=KubernetesPlatform(
+    )
+    details: dict[str, object] = {"name": data.name}
+    if data.kubernetes is not None:
+        await _check_url(data.kubernetes.api_url)
+        cluster.platform = KubernetesPlatform(
             api_url=data.kubernetes.api_url,
             ca_pem=data.kubernetes.ca_pem,
             token=data.kubernetes.token.get_secret_value(),
             authorization_type=data.kubernetes.authorization_type,
             namespace_prefix=data.kubernetes.namespace_prefix,
-        ),
-    )
+        )
+        details["api_url"] = data.kubernetes.api_url
+    else:
+        # Only the project's own agents: another project's agent is as unknown as a missing one.
+        agent = await agents_repository.get(session, project_id, data.agent_id or 0)
+        if agent is None:
+            raise NotFoundError("The agent does not exist.", code="agent_not_found")
+        cluster.agent_id = agent.id
+        details["agent_id"] = agent.id
     session.add(cluster)
     await session.flush()
     record_audit(
@@ -85,7 +110,7 @@ async def create(
         "cluster",
         cluster.id,
         project_id=project_id,
-        details={"name": cluster.name, "api_url": data.kubernetes.api_url},
+        details=details,
     )
     if cluster.enabled:
         _enqueue_check(session, cluster)
@@ -112,6 +137,11 @@ async def update(
         recheck = True
     if data.kubernetes is not None:
         platform = cluster.platform
+        if cluster.agent_id is not None:
+            raise ConflictError(
+                "This cluster is reached through an agent; it has no API URL or token.",
+                code="cluster_via_agent",
+            )
         if platform is None:
             raise ConflictError(
                 "This cluster's connection is managed by its provider.", code="not_user_cluster"

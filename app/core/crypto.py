@@ -52,6 +52,13 @@ def validate_keys(settings: Settings) -> None:
                 f"CLUSTERPORT_ENCRYPTION_KEYS entry {index} is not a valid Fernet key "
                 "(32 url-safe base64-encoded bytes)."
             ) from None
+    for index, secret in enumerate(settings.signing_keys):
+        key = secret.get_secret_value()
+        if key.lower() in PLACEHOLDER_KEYS or len(key) < 32:
+            raise EncryptionKeyError(
+                f"CLUSTERPORT_SIGNING_KEYS entry {index} is a placeholder or shorter than 32 "
+                "characters (`clusterport keys generate` prints a good one)."
+            )
 
 
 @functools.cache

@@ -100,6 +100,5 @@ async def get_cluster_for_environment(
 ) -> ClusterRead:
     """The enabled cluster whose environment scope matches most specifically
     (`review/app-1` before `review/*` before `*`)."""
-    return ClusterRead.of(
-        await service.cluster_for_environment(session, principal, project_id, environment)
-    )
+    cluster = await service.cluster_for_environment(session, principal, project_id, environment)
+    return await clusters_service.describe(session, cluster)
