@@ -82,6 +82,7 @@ async def create(
         managed=data.managed,
         provider_type=ProviderType.user,
         status=ClusterStatus.connecting if data.enabled else ClusterStatus.disabled,
+        platform=None,  # set below for direct clusters; None: never loaded lazily (async)
     )
     details: dict[str, object] = {"name": data.name}
     if data.kubernetes is not None:

@@ -212,6 +212,7 @@ class KubeClient:
             configuration.api_key = {"BearerToken": credential()}
 
         config.refresh_api_key_hook = refresh  # type: ignore[assignment]  # typed as None
+        refresh(config)  # the client sends the header only when a key is already set
         return cls._connect(config, connect_timeout, read_timeout, max_attempts)
 
     @classmethod

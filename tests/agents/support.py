@@ -139,7 +139,12 @@ def start_agent_server(
     proc = AgentServerProc(
         replica, *ports, process=start("agent-server", ["agent-server"], env, tmp), env=env
     )
-    wait_until(proc.ready, "the agent server to be ready")
+    try:
+        # Generous: on a loaded machine the first start imports everything from a cold cache.
+        wait_until(proc.ready, "the agent server to be ready", timeout=120)
+    except BaseException:
+        proc.process.stop()
+        raise
     return proc
 
 
