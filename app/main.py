@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.agents.router import instance_router as instance_agents_router
 from app.agents.router import router as agents_router
 from app.audit.router import router as audit_router
 from app.auth.router import router as auth_router
 from app.cluster_state.router import router as cluster_state_router
+from app.clusters.router import instance_router as instance_clusters_router
 from app.clusters.router import router as clusters_router
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.namespaces.router import environments_router
@@ -46,6 +48,8 @@ def create_app() -> FastAPI:
         cluster_state_router,
         audit_router,
         agents_router,
+        instance_clusters_router,
+        instance_agents_router,
         eks_router,
     ):
         app.include_router(router)

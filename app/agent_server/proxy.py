@@ -157,9 +157,10 @@ class KubeProxyHandler:
             async with async_session() as session:
                 principal = await authenticate(session, raw)
                 await session.commit()  # authenticate may record last use
-            project_id = await self.server.store.agent_project(agent_id)
-            if project_id is None:
-                raise NotFoundError("The agent does not exist.", code="agent_not_found")
+            try:
+                project_id = await self.server.store.agent_project(agent_id)
+            except LookupError:
+                raise NotFoundError("The agent does not exist.", code="agent_not_found") from None
             # Proxy access acts with the agent's rights in the cluster: developers and up.
             principal.require_project(project_id, Role.developer)
         except AppError as exc:

@@ -26,7 +26,7 @@ from app.namespaces.models import NamespaceStatus, ProjectNamespace
 @dataclass(frozen=True, slots=True)
 class AgentIdentity:
     agent_id: int
-    project_id: int
+    project_id: int | None  # None: an instance-level agent
     token_id: int
 
 
@@ -74,9 +74,12 @@ class AgentStore:
         return AgentIdentity(row.agent_id, row.project_id, row.id)
 
     async def agent_project(self, agent_id: int) -> int | None:
+        """The agent's project; None for an instance-level agent. `LookupError` when missing."""
         async with self.engine.connect() as conn:
-            value = await conn.scalar(select(Agent.project_id).where(Agent.id == agent_id))
-        return None if value is None else int(value)
+            row = (await conn.execute(select(Agent.project_id).where(Agent.id == agent_id))).first()
+        if row is None:
+            raise LookupError(agent_id)
+        return None if row.project_id is None else int(row.project_id)
 
     async def namespace_identity(self, namespace_id: int, agent_id: int) -> KubeIdentity | None:
         """The service account a namespace kubeconfig acts as, while the namespace is ready on

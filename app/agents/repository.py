@@ -5,25 +5,37 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
 from app.core.pagination import PageParams, paginate_query
 
 
-async def get(session: AsyncSession, project_id: int, agent_id: int) -> Agent | None:
-    query = select(Agent).where(Agent.id == agent_id, Agent.project_id == project_id)
-    return await session.scalar(query)
+def _owned_by(project_id: int | None) -> ColumnElement[bool]:
+    return Agent.project_id.is_(None) if project_id is None else Agent.project_id == project_id
 
 
-async def list_page(session: AsyncSession, project_id: int, params: PageParams) -> list[Agent]:
-    query = paginate_query(select(Agent).where(Agent.project_id == project_id), Agent.id, params)
+async def get(
+    session: AsyncSession, project_id: int | None, agent_id: int, *, usable: bool = False
+) -> Agent | None:
+    """The project's own agent (instance-level for None); with `usable`, also an
+    instance-level agent, which any project's clusters may be reached through."""
+    level = _owned_by(project_id)
+    if usable:
+        level = or_(level, Agent.project_id.is_(None))
+    return await session.scalar(select(Agent).where(Agent.id == agent_id, level))
+
+
+async def list_page(
+    session: AsyncSession, project_id: int | None, params: PageParams
+) -> list[Agent]:
+    query = paginate_query(select(Agent).where(_owned_by(project_id)), Agent.id, params)
     return list((await session.scalars(query)).all())
 
 
-async def name_taken(session: AsyncSession, project_id: int, name: str) -> bool:
-    query = select(Agent.id).where(Agent.project_id == project_id, Agent.name == name)
+async def name_taken(session: AsyncSession, project_id: int | None, name: str) -> bool:
+    query = select(Agent.id).where(_owned_by(project_id), Agent.name == name)
     return (await session.scalar(query)) is not None
 
 

@@ -49,7 +49,8 @@ class Cluster(TimestampMixin, Base):
     )
 
     id: Mapped[IntPK]
-    project_id: Mapped[int] = mapped_column(
+    # NULL: an instance-level cluster, registered by an admin and usable by every project.
+    project_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(63))
@@ -68,10 +69,6 @@ class Cluster(TimestampMixin, Base):
     agent_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("agents.id", ondelete="RESTRICT"), index=True
     )
-
-    @property
-    def connection(self) -> ConnectionKind:
-        return ConnectionKind.direct if self.agent_id is None else ConnectionKind.via_agent
 
     platform: Mapped[KubernetesPlatform | None] = relationship(
         back_populates="cluster", uselist=False, lazy="joined", cascade="all, delete-orphan"

@@ -97,7 +97,10 @@ class KubernetesPlatformRead(BaseModel):
 
 class ClusterRead(BaseModel):
     id: int
-    project_id: int
+    project_id: int | None = Field(
+        description="None for an instance-level cluster (registered by an admin, usable and "
+        "visible read-only in every project)."
+    )
     name: str
     environment_scope: str
     enabled: bool

@@ -36,7 +36,7 @@ async def get(
     with_token: bool = False,
 ) -> tuple[Cluster, ProjectNamespace]:
     cluster = await clusters_service.get(session, principal, project_id, cluster_id, role)
-    row = await repository.get(session, cluster_id, namespace_id, with_token=with_token)
+    row = await repository.get(session, project_id, cluster_id, namespace_id, with_token=with_token)
     if row is None:
         raise NotFoundError("The namespace does not exist.", code="namespace_not_found")
     return cluster, row
@@ -217,7 +217,12 @@ async def cluster_for_environment(
         for c in await clusters_repository.list_enabled(session, project_id)
         if c.status != ClusterStatus.deleting
     ]
-    chosen = pick_for_environment(((c.environment_scope, c) for c in clusters), environment)
+    # The project's own clusters win; instance-level ones serve what they leave uncovered.
+    chosen = pick_for_environment(
+        ((c.environment_scope, c) for c in clusters if c.project_id is not None), environment
+    ) or pick_for_environment(
+        ((c.environment_scope, c) for c in clusters if c.project_id is None), environment
+    )
     if chosen is None:
         raise NotFoundError(
             f"No enabled cluster of the project covers environment {environment!r}.",

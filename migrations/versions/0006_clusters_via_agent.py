@@ -1,4 +1,4 @@
-"""Clusters reached through an agent
+"""Clusters reached through an agent; instance-level clusters and agents
 
 Revision ID: 0006
 Revises: 0004
@@ -28,10 +28,19 @@ def upgrade() -> None:
             ["id"],
             ondelete="RESTRICT",
         )
+        batch.alter_column("project_id", existing_type=sa.BigInteger(), nullable=True)
+    with op.batch_alter_table("agents") as batch:
+        batch.alter_column("project_id", existing_type=sa.BigInteger(), nullable=True)
 
 
 def downgrade() -> None:
+    # Clusters behind agents and instance-level records have no place in the older schema.
+    op.execute("DELETE FROM clusters WHERE project_id IS NULL OR agent_id IS NOT NULL")
+    op.execute("DELETE FROM agents WHERE project_id IS NULL")
+    with op.batch_alter_table("agents") as batch:
+        batch.alter_column("project_id", existing_type=sa.BigInteger(), nullable=False)
     with op.batch_alter_table("clusters") as batch:
         batch.drop_constraint(batch.f("fk_clusters_agent_id_agents"), type_="foreignkey")
         batch.drop_index(batch.f("ix_clusters_agent_id"))
         batch.drop_column("agent_id")
+        batch.alter_column("project_id", existing_type=sa.BigInteger(), nullable=False)
