@@ -115,6 +115,19 @@ async def test_instance_clusters_are_shared_read_only_and_outranked(admin: Api) 
     blog_base = f"/api/v1/projects/{other['id']}/clusters/{shared['id']}/namespaces"
     assert (await blog.get(blog_base)).json()["items"] == []
     assert (await blog.get(f"{blog_base}/{created.json()['id']}")).status_code == 404
+    # Their cached cluster state too: only their own namespaces.
+    resources = f"/api/v1/projects/{other['id']}/clusters/{shared['id']}/resources"
+    mine = created.json()["namespace"]
+    for params in ({"kind": "namespaces"}, {"kind": "pods"}, {"kind": "pods", "namespace": mine}):
+        refused = await blog.get(resources, params=params)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (
+            403,
+            "namespace_not_yours",
+        ), params
+    own_read = await maintainer.get(
+        f"{base}/clusters/{shared['id']}/resources", params={"kind": "pods", "namespace": mine}
+    )
+    assert own_read.status_code == 202
 
     # Admins change and delete them (the namespace makes the delete wait for a cleanup).
     patched = await admin.patch(f"/api/v1/clusters/{catch_review['id']}", {"enabled": False})
