@@ -135,7 +135,7 @@ async def test_done_when_everything_through_the_agent(
         lambda proc: proc.returncode != 0,
         "the namespace credential to stop working",
     )
-    assert "Unauthorized" in after.stderr
+    assert "credential is gone" in after.stderr
 
 
 async def test_stopped_agent_is_a_coded_status_and_the_next_attempt_completes(
