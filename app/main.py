@@ -6,10 +6,12 @@ from fastapi import FastAPI
 
 from app.addons.router import catalogue_router as addon_catalogue_router
 from app.addons.router import router as addons_router
+from app.agents.router import instance_router as instance_agents_router
 from app.agents.router import router as agents_router
 from app.audit.router import router as audit_router
 from app.auth.router import router as auth_router
 from app.cluster_state.router import router as cluster_state_router
+from app.clusters.router import instance_router as instance_clusters_router
 from app.clusters.router import router as clusters_router
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.namespaces.router import environments_router
@@ -48,6 +50,8 @@ def create_app() -> FastAPI:
         cluster_state_router,
         audit_router,
         agents_router,
+        instance_clusters_router,
+        instance_agents_router,
         eks_router,
         addons_router,
         addon_catalogue_router,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage
 
+from app.clusters.connection import Connection, connection_of
 from app.clusters.models import Cluster, ClusterStatus
 from app.core.db import session_scope, utcnow
 from app.core.outages import (
@@ -22,12 +21,24 @@ from app.core.outages import (
 from app.core.reconcile import RetryState
 from app.core.settings import get_settings
 from app.core.ssrf import UnsafeURLError
-from app.kube import KubeClient, KubeError
+from app.kube import KubeError
 from app.namespaces import provisioner
 from app.namespaces.models import ProjectNamespace
 from app.namespaces.naming import environment_slug
 
 log = structlog.get_logger(__name__)
+# Reaching a cluster: `connection_of(cluster).client()` (app/clusters/connection.py).
+__all__ = [
+    "MAX_BACKOFF_MS",
+    "MIN_BACKOFF_MS",
+    "Connection",
+    "check_cluster",
+    "connection_of",
+    "delete_cluster",
+    "is_transient",
+    "namespace_spec",
+    "retry_transient",
+]
 
 # Codes of cluster failures that say nothing about our credentials.
 TRANSIENT_CODES = frozenset({"unreachable", "timeout", "rate_limited", "server_error"})
@@ -61,30 +72,6 @@ def retry_later(record: RetryState, exc: KubeError | UnsafeURLError) -> dramatiq
     code = exc.code if is_transient(exc) or record.last_error is None else record.last_error
     record.retrying(code, retry_at(retries))
     return dramatiq.Retry(delay=backoff_ms(retries))
-
-
-@dataclass(frozen=True)
-class Connection:
-    """What a worker needs to reach a cluster, read inside a session and used outside it."""
-
-    api_url: str
-    ca_pem: str | None
-    token: str
-
-    def client(self) -> KubeClient:
-        return KubeClient.from_platform(
-            self.api_url,
-            self.ca_pem,
-            self.token,
-            allow_local=get_settings().allow_local_network,
-        )
-
-
-def connection_of(cluster: Cluster) -> Connection | None:
-    platform = cluster.platform
-    if platform is None or not platform.token:
-        return None
-    return Connection(platform.api_url, platform.ca_pem, platform.token)
 
 
 def namespace_spec(row: ProjectNamespace) -> provisioner.NamespaceSpec:

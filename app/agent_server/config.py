@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -29,6 +30,13 @@ class AgentServerSettings(BaseSettings):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     )
     agent_advertise_url: str | None = None
+    # Where workers send Kubernetes API requests for clusters reached through an agent: the
+    # proxy port of any replica (a Service in front of them all); it routes to the replica that
+    # holds the agent. Unset: this replica's own URL, as in `clusterport serve`.
+    agent_proxy_internal_url: str | None = None
+    # The proxy URL people and CI reach (namespace kubeconfigs point there). Unset: the internal
+    # one.
+    agent_proxy_public_url: str | None = None
     # TLS for the agent websocket (wss) and the proxy (https): kubectl sends tokens only over
     # TLS. Unset when a load balancer in front terminates TLS.
     agent_tls_cert_file: Path | None = None
@@ -74,6 +82,14 @@ class AgentServerSettings(BaseSettings):
         scheme = "https" if self.agent_tls_cert_file else "http"
         return self.agent_advertise_url or f"{scheme}://127.0.0.1:{self.agent_proxy_port}"
 
+    @property
+    def internal_proxy_url(self) -> str:
+        return (self.agent_proxy_internal_url or self.advertise_url).rstrip("/")
+
+    @property
+    def public_proxy_url(self) -> str:
+        return (self.agent_proxy_public_url or self.internal_proxy_url).rstrip("/")
+
     def server_ssl(self) -> ssl.SSLContext | None:
         if self.agent_tls_cert_file is None:
             return None
@@ -84,3 +100,8 @@ class AgentServerSettings(BaseSettings):
     def client_ssl(self) -> ssl.SSLContext:
         cafile = str(self.agent_tls_ca_file) if self.agent_tls_ca_file else None
         return ssl.create_default_context(cafile=cafile)
+
+
+@functools.cache
+def get_agent_server_settings() -> AgentServerSettings:
+    return AgentServerSettings()

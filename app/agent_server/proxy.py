@@ -18,12 +18,21 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from app.agent_server.status import HOP_AGENT, HOP_KUBE, HOP_ROUTING, HOP_SERVER, status_response
+from app.agents.credentials import read_grant
+from app.auth.impersonation import impersonation_headers, is_impersonation_header
 from app.auth.models import Role
 from app.auth.service import authenticate
 from app.auth.tokens import hash_token
 from app.core.db import async_session
-from app.core.errors import AppError, NotFoundError, ServiceUnavailableError
+from app.core.errors import (
+    AppError,
+    ForbiddenError,
+    NotFoundError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+)
 from app.core.pagination import MAX_ID
+from app.core.signing import InvalidCredentialError, is_signed_credential
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Session, SessionClosed, Stream, StreamReset
 from app.tunnel.upgrade import is_upgrade
@@ -54,6 +63,9 @@ DROP_RESPONSE = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer", "proxy-authenticate"}
 )
 AUTH_CACHE_SECONDS = 2.0
+# What a credential may do through the proxy: an error, or the headers to add (impersonation).
+Headers = tuple[tuple[str, str], ...]
+Outcome = AppError | Headers
 PROXIED = Counter("clusterport_agent_proxy_requests_total", "Proxy requests", ["route", "outcome"])
 _LOCAL_OK = PROXIED.labels("local", "ok")
 
@@ -63,7 +75,7 @@ class KubeProxyHandler:
         self.server = server
         # (token hash, agent) -> (valid until, outcome). Concurrent misses share one lookup, so
         # 64 requests arriving as an entry expires cost one database round trip, not 64.
-        self._auth_cache: dict[tuple[str, int], tuple[float, asyncio.Future[AppError | None]]] = {}
+        self._auth_cache: dict[tuple[str, int], tuple[float, asyncio.Future[Outcome]]] = {}
         self._client: aiohttp.ClientSession | None = None
 
     @property
@@ -88,12 +100,20 @@ class KubeProxyHandler:
         if not _AGENT_ID.fullmatch(agent_part) or int(agent_part) > MAX_ID:
             return status_response(404, "agent_not_found", "no such agent", HOP_SERVER)
         agent_id = int(agent_part)
-        denied = await self._authorize(request, agent_id)
-        if denied is not None:
-            return denied
+        if any(is_impersonation_header(name) for name in request.headers):
+            # Who a request acts as is decided here from its credential, never by the client.
+            return status_response(
+                400,
+                "impersonation_not_allowed",
+                "Impersonate-* headers are not accepted; the credential decides the identity",
+                HOP_SERVER,
+            )
+        outcome = await self._authorize(request, agent_id)
+        if isinstance(outcome, web.Response):
+            return outcome
         connection = self.server.pick_connection(agent_id)
         if connection is not None:
-            return await self._through_tunnel(request, agent_id, connection.session)
+            return await self._through_tunnel(request, agent_id, connection.session, outcome)
         if request.headers.get(ROUTED_HEADER):
             PROXIED.labels("routed", "agent_gone").inc()
             return status_response(
@@ -104,7 +124,7 @@ class KubeProxyHandler:
             )
         return await self._route(request, agent_id)
 
-    async def _authorize(self, request: web.Request, agent_id: int) -> web.Response | None:
+    async def _authorize(self, request: web.Request, agent_id: int) -> web.Response | Headers:
         scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw:
@@ -117,7 +137,7 @@ class KubeProxyHandler:
         if cached is None or cached[0] <= now:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
-            future: asyncio.Future[AppError | None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
             self._auth_cache[key] = (now + AUTH_CACHE_SECONDS, future)
             try:
                 future.set_result(await self._check(raw, agent_id))
@@ -132,36 +152,55 @@ class KubeProxyHandler:
                 )
         else:
             future = cached[1]
-        error = future.result() if future.done() else await asyncio.shield(future)
-        if error is None:
-            return None
-        return status_response(error.status_code, error.code, error.message, HOP_SERVER)
+        outcome = future.result() if future.done() else await asyncio.shield(future)
+        if not isinstance(outcome, AppError):
+            return outcome
+        return status_response(outcome.status_code, outcome.code, outcome.message, HOP_SERVER)
 
-    async def _check(self, raw: str, agent_id: int) -> AppError | None:
+    async def _check(self, raw: str, agent_id: int) -> Outcome:
+        if is_signed_credential(raw):
+            return await self._check_signed(raw, agent_id)
         try:
             async with async_session() as session:
                 principal = await authenticate(session, raw)
                 await session.commit()  # authenticate may record last use
-            project_id = await self.server.store.agent_project(agent_id)
-            if project_id is None:
-                raise NotFoundError("The agent does not exist.", code="agent_not_found")
+            try:
+                project_id = await self.server.store.agent_project(agent_id)
+            except LookupError:
+                raise NotFoundError("The agent does not exist.", code="agent_not_found") from None
             # Proxy access acts with the agent's rights in the cluster: developers and up.
             principal.require_project(project_id, Role.developer)
         except AppError as exc:
             if exc.code == "not_found":
                 return NotFoundError("The agent does not exist.", code="agent_not_found")
             return exc
-        return None
+        return ()
+
+    async def _check_signed(self, raw: str, agent_id: int) -> Outcome:
+        """A credential clusterport signed: a worker's (the agent's own rights) or a namespace
+        kubeconfig's (impersonates the namespace's service account while the namespace is
+        ready on a cluster reached through this agent)."""
+        try:
+            grant = read_grant(raw)
+        except InvalidCredentialError as exc:
+            return UnauthorizedError("The credential is not valid.", code=exc.code)
+        if grant.agent_id != agent_id:
+            return ForbiddenError("The credential is for another agent.", code="wrong_agent")
+        if grant.namespace_id is None:
+            return ()
+        identity = await self.server.store.namespace_identity(grant.namespace_id, agent_id)
+        if identity is None:
+            return UnauthorizedError(
+                "The namespace of this credential is gone or not ready.", code="credential_revoked"
+            )
+        return tuple(impersonation_headers(identity))
 
     async def _through_tunnel(
-        self, request: web.Request, agent_id: int, session: Session
+        self, request: web.Request, agent_id: int, session: Session, extra: Headers
     ) -> web.StreamResponse:
         path = request.raw_path[len(PREFIX) + len(str(agent_id)) :] or "/"
-        headers = [
-            [k, v]
-            for k, v in request.headers.items()
-            if k.lower() not in DROP_REQUEST and not k.lower().startswith("impersonate-")
-        ]
+        headers = [[k, v] for k, v in request.headers.items() if k.lower() not in DROP_REQUEST]
+        headers.extend([k, v] for k, v in extra)
         upgrade = is_upgrade(list(request.headers.items()))
         # An upgrade request's body, if any, is the upgraded connection's first bytes.
         has_body = request.body_exists and upgrade is None

@@ -12,6 +12,10 @@ HOP_ROUTING = "agent-server-routing"
 HOP_AGENT = "agent"
 HOP_KUBE = "kube-apiserver"
 
+# Our code for the failure, for clients that are not kubectl (clusterport's workers read it: see
+# app/kube/errors.py) so a hop's failure is never taken for the kube-apiserver's answer.
+ERROR_HEADER = "X-Clusterport-Error"
+
 _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -40,5 +44,5 @@ def status_response(
     return web.Response(
         status=status,
         body=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **(headers or {})},
+        headers={"Content-Type": "application/json", ERROR_HEADER: code, **(headers or {})},
     )

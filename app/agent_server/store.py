@@ -20,14 +20,17 @@ from app.agents.models import (
     AgentTokenSource,
 )
 from app.audit.models import AuditEvent
+from app.auth.impersonation import KubeIdentity
 from app.auth.tokens import hash_token
+from app.clusters.models import Cluster
 from app.core.db import utcnow
+from app.namespaces.models import NamespaceStatus, ProjectNamespace
 
 
 @dataclass(frozen=True, slots=True)
 class AgentIdentity:
     agent_id: int
-    project_id: int
+    project_id: int | None  # None: an instance-level agent
     token_id: int
     # Connections of this token registered on live replicas when it authenticated.
     live_connections: int = 0
@@ -88,9 +91,30 @@ class AgentStore:
         return AgentIdentity(row.agent_id, row.project_id, row.id, int(row.live))
 
     async def agent_project(self, agent_id: int) -> int | None:
+        """The agent's project; None for an instance-level agent. `LookupError` when missing."""
         async with self.engine.connect() as conn:
-            value = await conn.scalar(select(Agent.project_id).where(Agent.id == agent_id))
-        return None if value is None else int(value)
+            row = (await conn.execute(select(Agent.project_id).where(Agent.id == agent_id))).first()
+        if row is None:
+            raise LookupError(agent_id)
+        return None if row.project_id is None else int(row.project_id)
+
+    async def namespace_identity(self, namespace_id: int, agent_id: int) -> KubeIdentity | None:
+        """The service account a namespace kubeconfig acts as, while the namespace is ready on
+        a cluster reached through this agent; None otherwise (the credential is revoked)."""
+        query = (
+            select(ProjectNamespace.namespace, ProjectNamespace.service_account_name)
+            .join(Cluster, Cluster.id == ProjectNamespace.cluster_id)
+            .where(
+                ProjectNamespace.id == namespace_id,
+                ProjectNamespace.status == NamespaceStatus.ready,
+                Cluster.agent_id == agent_id,
+            )
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return KubeIdentity.service_account(row.namespace, row.service_account_name)
 
     # -- replicas ------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ class Agent(Base):
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
     id: Mapped[IntPK]
-    project_id: Mapped[int] = mapped_column(
+    # NULL: an instance-level agent, registered by an admin; any project's clusters may use it.
+    project_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(63))

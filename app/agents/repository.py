@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
 from app.core.pagination import PageParams, paginate_query
 
 
-async def get(session: AsyncSession, project_id: int, agent_id: int) -> Agent | None:
-    query = select(Agent).where(Agent.id == agent_id, Agent.project_id == project_id)
-    return await session.scalar(query)
+def _owned_by(project_id: int | None) -> ColumnElement[bool]:
+    return Agent.project_id.is_(None) if project_id is None else Agent.project_id == project_id
 
 
-async def list_page(session: AsyncSession, project_id: int, params: PageParams) -> list[Agent]:
-    query = paginate_query(select(Agent).where(Agent.project_id == project_id), Agent.id, params)
+async def get(
+    session: AsyncSession, project_id: int | None, agent_id: int, *, usable: bool = False
+) -> Agent | None:
+    """The project's own agent (instance-level for None); with `usable`, also an
+    instance-level agent, which any project's clusters may be reached through."""
+    level = _owned_by(project_id)
+    if usable:
+        level = or_(level, Agent.project_id.is_(None))
+    return await session.scalar(select(Agent).where(Agent.id == agent_id, level))
+
+
+async def list_page(
+    session: AsyncSession, project_id: int | None, params: PageParams
+) -> list[Agent]:
+    query = paginate_query(select(Agent).where(_owned_by(project_id)), Agent.id, params)
     return list((await session.scalars(query)).all())
 
 
-async def name_taken(session: AsyncSession, project_id: int, name: str) -> bool:
-    query = select(Agent.id).where(Agent.project_id == project_id, Agent.name == name)
+async def name_taken(session: AsyncSession, project_id: int | None, name: str) -> bool:
+    query = select(Agent.id).where(_owned_by(project_id), Agent.name == name)
     return (await session.scalar(query)) is not None
 
 
@@ -83,3 +96,20 @@ async def live_connections(
         .order_by(AgentConnection.connected_at)
     )
     return list((await session.scalars(query)).all())
+
+
+async def connected_agent_ids(
+    session: AsyncSession, agent_ids: Iterable[int | None], now: datetime, dead_after: float
+) -> set[int]:
+    """Of these agents, the ones with a live connection on a live replica."""
+    wanted = {agent_id for agent_id in agent_ids if agent_id is not None}
+    if not wanted:
+        return set()
+    cutoff = now - timedelta(seconds=dead_after)
+    query = (
+        select(AgentConnection.agent_id)
+        .join(AgentServerReplica, AgentServerReplica.name == AgentConnection.replica)
+        .where(AgentConnection.agent_id.in_(wanted), AgentServerReplica.heartbeat_at >= cutoff)
+        .distinct()
+    )
+    return {int(agent_id) for agent_id in (await session.scalars(query)).all()}

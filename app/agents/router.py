@@ -101,3 +101,58 @@ async def list_agent_connections(
     """Live connections of the agent: replica, versions, connected at, last heartbeat."""
     rows = await service.connections(session, principal, project_id, agent_id)
     return [AgentConnectionRead.of(r) for r in rows]
+
+
+# Instance-level agents (admin): clusters of every project may be reached through them.
+instance_router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+
+
+@instance_router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_instance_agent")
+async def create_instance_agent(
+    data: AgentCreate, session: SessionDep, principal: PrincipalDep
+) -> AgentRead:
+    """Register an instance-level agent (admin)."""
+    return AgentRead.of(await service.create(session, principal, None, data.name))
+
+
+@instance_router.get("", operation_id="list_instance_agents")
+async def list_instance_agents(
+    session: SessionDep, principal: PrincipalDep, params: Params
+) -> Page[AgentRead]:
+    principal.require_admin()
+    items, cursor = make_page(await repository.list_page(session, None, params), params)
+    return Page(items=[AgentRead.of(a) for a in items], next_cursor=cursor)
+
+
+@instance_router.post(
+    "/{agent_id}/tokens",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_instance_agent_token",
+)
+async def create_instance_agent_token(
+    agent_id: int, data: AgentTokenCreate, session: SessionDep, principal: PrincipalDep
+) -> AgentTokenCreated:
+    """Create a token for an instance-level agent (admin); shown in this response only."""
+    token, raw = await service.create_token(
+        session, principal, None, agent_id, name=data.name, expires_at=data.expires_at
+    )
+    return AgentTokenCreated(**AgentTokenRead.of(token).model_dump(), token=raw)
+
+
+@instance_router.delete(
+    "/{agent_id}/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="revoke_instance_agent_token",
+)
+async def revoke_instance_agent_token(
+    agent_id: int, token_id: int, session: SessionDep, principal: PrincipalDep
+) -> None:
+    await service.revoke_token(session, principal, None, agent_id, token_id)
+
+
+@instance_router.get("/{agent_id}/connections", operation_id="list_instance_agent_connections")
+async def list_instance_agent_connections(
+    agent_id: int, session: SessionDep, principal: PrincipalDep
+) -> list[AgentConnectionRead]:
+    rows = await service.connections(session, principal, None, agent_id)
+    return [AgentConnectionRead.of(r) for r in rows]

@@ -18,7 +18,7 @@ class AgentCreate(BaseModel):
 
 class AgentRead(BaseModel):
     id: int
-    project_id: int
+    project_id: int | None = Field(description="None for an instance-level agent.")
     name: str
     created_at: datetime
 

@@ -22,7 +22,7 @@ ORPHAN_TOKEN_TTL = timedelta(days=1)
 
 
 async def get(
-    session: AsyncSession, principal: Principal, project_id: int, agent_id: int, role: Role
+    session: AsyncSession, principal: Principal, project_id: int | None, agent_id: int, role: Role
 ) -> Agent:
     principal.require_project(project_id, role)
     agent = await repository.get(session, project_id, agent_id)
@@ -31,9 +31,13 @@ async def get(
     return agent
 
 
-async def create(session: AsyncSession, principal: Principal, project_id: int, name: str) -> Agent:
+async def create(
+    session: AsyncSession, principal: Principal, project_id: int | None, name: str
+) -> Agent:
+    """Register an agent of the project, or an instance-level one (`project_id` None, admin)."""
     principal.require_project(project_id, Role.maintainer)
-    await get_visible(session, principal, project_id)
+    if project_id is not None:
+        await get_visible(session, principal, project_id)
     if await repository.name_taken(session, project_id, name):
         raise ConflictError(f"The project has an agent named {name!r}.", code="agent_name_taken")
     agent = Agent(project_id=project_id, name=name)
@@ -54,7 +58,7 @@ async def create(session: AsyncSession, principal: Principal, project_id: int, n
 async def create_token(
     session: AsyncSession,
     principal: Principal,
-    project_id: int,
+    project_id: int | None,
     agent_id: int,
     *,
     name: str,
@@ -95,7 +99,11 @@ async def create_token(
 
 
 async def revoke_token(
-    session: AsyncSession, principal: Principal, project_id: int, agent_id: int, token_id: int
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int | None,
+    agent_id: int,
+    token_id: int,
 ) -> None:
     """Revoke; every agent-server replica closes the token's connections within a second."""
     agent = await get(session, principal, project_id, agent_id, Role.maintainer)
@@ -138,7 +146,7 @@ async def delete(
 
 
 async def connections(
-    session: AsyncSession, principal: Principal, project_id: int, agent_id: int
+    session: AsyncSession, principal: Principal, project_id: int | None, agent_id: int
 ) -> list[AgentConnection]:
     agent = await get(session, principal, project_id, agent_id, Role.reporter)
     dead_after = get_agents_settings().agent_replica_dead_after

@@ -14,6 +14,9 @@ class AgentsSettings(BaseSettings):
     agent_max_tokens: int = 2
     # A connection row whose replica has not beaten for this long is not listed.
     agent_replica_dead_after: float = 6.0
+    # Lifetime of the credential in a namespace kubeconfig of a cluster reached through an agent
+    # (deleting the namespace revokes it sooner).
+    agent_kubeconfig_ttl_hours: float = 24 * 30
 
 
 @functools.cache

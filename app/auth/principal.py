@@ -29,11 +29,15 @@ class Principal:
                 "This action needs an instance admin token.", code="admin_required"
             )
 
-    def has_project_role(self, project_id: int, minimum: Role) -> bool:
+    def has_project_role(self, project_id: int | None, minimum: Role) -> bool:
         return self.is_admin or (self.project_id == project_id and self.role.rank >= minimum.rank)
 
-    def require_project(self, project_id: int, minimum: Role) -> None:
-        """Another project's records are invisible (404); a weaker role is refused (403)."""
+    def require_project(self, project_id: int | None, minimum: Role) -> None:
+        """Another project's records are invisible (404); a weaker role is refused (403).
+        Instance-level records (`project_id` None) are an admin's."""
+        if project_id is None:
+            self.require_admin()
+            return
         if self.is_admin:
             return
         if self.project_id != project_id:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import Role
@@ -19,8 +20,9 @@ from app.clusters import service as clusters_service
 from app.clusters.errors import error_message
 from app.clusters.models import ClusterStatus
 from app.core.db import utcnow
-from app.core.errors import ConflictError, ServiceUnavailableError
+from app.core.errors import ConflictError, ForbiddenError, ServiceUnavailableError
 from app.core.jobs import actor_named, enqueue_after_commit
+from app.namespaces.models import ProjectNamespace
 
 TTL = timedelta(seconds=30)
 # A failed refresh is reported for this long before a request may queue another one.
@@ -30,6 +32,24 @@ REFRESH_LEASE = timedelta(seconds=60)
 RETRY_AFTER_SECONDS = 2
 # Per-namespace lists kept per cluster (all kinds together); the oldest go first.
 MAX_NAMESPACED_ENTRIES = 100
+
+
+async def _require_own_namespace(
+    session: AsyncSession, project_id: int, cluster_id: int, namespace: str | None
+) -> None:
+    """An instance-level cluster serves many projects: each reads only its own namespaces."""
+    owned = namespace is not None and await session.scalar(
+        select(ProjectNamespace.id).where(
+            ProjectNamespace.cluster_id == cluster_id,
+            ProjectNamespace.project_id == project_id,
+            ProjectNamespace.namespace == namespace,
+        )
+    )
+    if not owned:
+        raise ForbiddenError(
+            "On an instance-level cluster, read one of your project's namespaces.",
+            code="namespace_not_yours",
+        )
 
 
 async def read(
@@ -45,6 +65,8 @@ async def read(
         raise ConflictError("The cluster is disabled or being deleted.", code="cluster_disabled")
     if kind is ResourceKind.namespaces:
         namespace = None
+    if cluster.project_id is None and not principal.is_admin:
+        await _require_own_namespace(session, project_id, cluster_id, namespace)
     key = (cluster_id, kind.value, namespace or "")
     now = utcnow()
     entry = await session.scalar(repository.select_entry(*key))

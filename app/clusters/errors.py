@@ -17,6 +17,11 @@ MESSAGES = {
     "server_error": "The Kubernetes API answered with a server error (5xx).",
     "unexpected_response": "The Kubernetes API answered with a redirect or an unexpected status.",
     "no_credentials": "The cluster has no stored credentials to connect with.",
+    "agent_not_connected": "The cluster's agent is not connected to clusterport.",
+    "agent_unavailable": "The request could not travel through the cluster's agent "
+    "(busy, draining or lost on the way).",
+    "tunnel_refused": "The agent server refused clusterport's internal credential "
+    "(check that every clusterport process has the same signing keys).",
     "token_not_issued": "The cluster never filled the service account token Secret.",
     "internal_error": "clusterport failed while talking to the cluster.",
     "stalled": "The work on this record could not be completed after several attempts.",

@@ -24,6 +24,13 @@ class ClusterStatus(enum.StrEnum):
     disabled = "disabled"
 
 
+class ConnectionKind(enum.StrEnum):
+    """How workers reach the cluster's API: its URL, or through an agent's tunnel."""
+
+    direct = "direct"
+    via_agent = "via_agent"
+
+
 class ProviderType(enum.StrEnum):
     user = "user"
     aws = "aws"
@@ -43,7 +50,8 @@ class Cluster(RetryState, TimestampMixin, Base):
     )
 
     id: Mapped[IntPK]
-    project_id: Mapped[int] = mapped_column(
+    # NULL: an instance-level cluster, registered by an admin and usable by every project.
+    project_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(63))
@@ -57,6 +65,11 @@ class Cluster(RetryState, TimestampMixin, Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     kubernetes_version: Mapped[str | None] = mapped_column(String(64))
     last_checked_at: Mapped[datetime | None]
+    # Set for clusters reached through an agent (they have no platform: no URL, no token).
+    # An agent that clusters use cannot be deleted.
+    agent_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("agents.id", ondelete="RESTRICT"), index=True
+    )
 
     platform: Mapped[KubernetesPlatform | None] = relationship(
         back_populates="cluster", uselist=False, lazy="joined", cascade="all, delete-orphan"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import ColumnElement, Row, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -14,8 +14,26 @@ from app.core.pagination import PageParams, paginate_query
 from app.core.reconcile import PendingWork
 
 
-async def get(session: AsyncSession, project_id: int, cluster_id: int) -> Cluster | None:
-    query = select(Cluster).where(Cluster.id == cluster_id, Cluster.project_id == project_id)
+def owned_by(project_id: int | None) -> ColumnElement[bool]:
+    """The project's own clusters; instance-level ones for None."""
+    if project_id is None:
+        return Cluster.project_id.is_(None)
+    return Cluster.project_id == project_id
+
+
+def usable_by(project_id: int | None) -> ColumnElement[bool]:
+    """The project's own clusters and the instance-level ones every project may use."""
+    if project_id is None:
+        return Cluster.project_id.is_(None)
+    return or_(Cluster.project_id == project_id, Cluster.project_id.is_(None))
+
+
+async def get(
+    session: AsyncSession, project_id: int | None, cluster_id: int, *, usable: bool = False
+) -> Cluster | None:
+    """An own cluster, or with `usable` also an instance-level one."""
+    level = usable_by(project_id) if usable else owned_by(project_id)
+    query = select(Cluster).where(Cluster.id == cluster_id, level)
     return (await session.execute(query)).unique().scalar_one_or_none()
 
 
@@ -28,40 +46,43 @@ LIST_COLUMNS = (
 )
 
 
-async def list_page(session: AsyncSession, project_id: int, params: PageParams) -> list[Row[Any]]:
-    """Plain rows, not ORM objects: lists are the hot path and never change what they read."""
+async def list_page(
+    session: AsyncSession, project_id: int | None, params: PageParams
+) -> list[Row[Any]]:
+    """The clusters a project may use (its own and the instance-level ones), or the
+    instance-level ones for None. Plain rows, not ORM objects: lists are the hot path and
+    never change what they read."""
     query = (
         select(*LIST_COLUMNS)
         .select_from(Cluster)
         .outerjoin(KubernetesPlatform)
-        .where(Cluster.project_id == project_id)
+        .where(usable_by(project_id))
     )
     connection = await session.connection()
     return list((await connection.execute(paginate_query(query, Cluster.id, params))).all())
 
 
 async def name_taken(
-    session: AsyncSession, project_id: int, *, name: str, exclude_id: int | None = None
+    session: AsyncSession, project_id: int | None, *, name: str, exclude_id: int | None = None
 ) -> bool:
-    query = select(Cluster.id).where(Cluster.project_id == project_id, Cluster.name == name)
+    query = select(Cluster.id).where(owned_by(project_id), Cluster.name == name)
     if exclude_id is not None:
         query = query.where(Cluster.id != exclude_id)
     return (await session.scalar(query)) is not None
 
 
 async def scope_taken(
-    session: AsyncSession, project_id: int, *, scope: str, exclude_id: int | None = None
+    session: AsyncSession, project_id: int | None, *, scope: str, exclude_id: int | None = None
 ) -> bool:
-    query = select(Cluster.id).where(
-        Cluster.project_id == project_id, Cluster.environment_scope == scope
-    )
+    query = select(Cluster.id).where(owned_by(project_id), Cluster.environment_scope == scope)
     if exclude_id is not None:
         query = query.where(Cluster.id != exclude_id)
     return (await session.scalar(query)) is not None
 
 
 async def list_enabled(session: AsyncSession, project_id: int) -> list[Cluster]:
-    query = select(Cluster).where(Cluster.project_id == project_id, Cluster.enabled.is_(True))
+    """Enabled clusters the project may use: its own and the instance-level ones."""
+    query = select(Cluster).where(usable_by(project_id), Cluster.enabled.is_(True))
     return list((await session.execute(query)).unique().scalars().all())
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.agents import repository as agents_repository
+from app.agents.settings import get_agents_settings
 from app.audit.service import record_audit
 from app.auth.models import Role
 from app.auth.principal import Principal
 from app.clusters import repository
 from app.clusters.models import Cluster, ClusterStatus, KubernetesPlatform, ProviderType
-from app.clusters.schemas import ClusterCreate, ClusterUpdate
-from app.core.errors import ConflictError, NotFoundError
+from app.clusters.schemas import ClusterCreate, ClusterRead, ClusterUpdate
+from app.core.db import utcnow
+from app.core.errors import ConflictError, ForbiddenError, NotFoundError
 from app.core.jobs import actor_named, enqueue_after_commit
 from app.core.settings import get_settings
 from app.core.ssrf import resolve_target_async
@@ -20,17 +25,46 @@ from app.projects.service import get_visible
 
 
 async def get(
-    session: AsyncSession, principal: Principal, project_id: int, cluster_id: int, role: Role
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int | None,
+    cluster_id: int,
+    role: Role,
+    *,
+    modify: bool = False,
 ) -> Cluster:
+    """A cluster the project may use: its own or an instance-level one (`project_id` None:
+    instance-level only, for admins). Instance-level clusters are read-only for projects: they
+    use them (namespaces, cluster state) but only an admin changes them (`modify`)."""
     principal.require_project(project_id, role)
-    cluster = await repository.get(session, project_id, cluster_id)
+    cluster = await repository.get(session, project_id, cluster_id, usable=True)
     if cluster is None:
         raise NotFoundError("The cluster does not exist.", code="cluster_not_found")
+    if modify and cluster.project_id != project_id:
+        raise ForbiddenError(
+            "Instance-level clusters are read-only here; an admin changes them under "
+            "/api/v1/clusters.",
+            code="instance_cluster_read_only",
+        )
     return cluster
 
 
+async def describe(session: AsyncSession, cluster: Cluster) -> ClusterRead:
+    """The API's view of a cluster, with whether its agent is connected now."""
+    return ClusterRead.of(cluster, await connected_agents(session, [cluster.agent_id]))
+
+
+async def connected_agents(session: AsyncSession, agent_ids: Iterable[int | None]) -> set[int]:
+    dead_after = get_agents_settings().agent_replica_dead_after
+    return await agents_repository.connected_agent_ids(session, agent_ids, utcnow(), dead_after)
+
+
 async def check_unique(
-    session: AsyncSession, project_id: int, name: str | None, scope: str | None, exclude: int | None
+    session: AsyncSession,
+    project_id: int | None,
+    name: str | None,
+    scope: str | None,
+    exclude: int | None,
 ) -> None:
     if name is not None and await repository.name_taken(
         session, project_id, name=name, exclude_id=exclude
@@ -54,12 +88,13 @@ def _enqueue_check(session: AsyncSession, cluster: Cluster) -> None:
 
 
 async def create(
-    session: AsyncSession, principal: Principal, project_id: int, data: ClusterCreate
+    session: AsyncSession, principal: Principal, project_id: int | None, data: ClusterCreate
 ) -> Cluster:
+    """Register a cluster of the project, or an instance-level one (`project_id` None, admin)."""
     principal.require_project(project_id, Role.maintainer)
-    await get_visible(session, principal, project_id)
+    if project_id is not None:
+        await get_visible(session, principal, project_id)
     await check_unique(session, project_id, data.name, data.environment_scope, None)
-    await _check_url(data.kubernetes.api_url)
     cluster = Cluster(
         project_id=project_id,
         name=data.name,
@@ -68,14 +103,27 @@ async def create(
         managed=data.managed,
         provider_type=ProviderType.user,
         status=ClusterStatus.connecting if data.enabled else ClusterStatus.disabled,
-        platform=KubernetesPlatform(
+        platform=None,  # set below for direct clusters; None: never loaded lazily (async)
+    )
+    details: dict[str, object] = {"name": data.name}
+    if data.kubernetes is not None:
+        await _check_url(data.kubernetes.api_url)
+        cluster.platform = KubernetesPlatform(
             api_url=data.kubernetes.api_url,
             ca_pem=data.kubernetes.ca_pem,
             token=data.kubernetes.token.get_secret_value(),
             authorization_type=data.kubernetes.authorization_type,
             namespace_prefix=data.kubernetes.namespace_prefix,
-        ),
-    )
+        )
+        details["api_url"] = data.kubernetes.api_url
+    else:
+        # The project's own agents or instance-level ones: another project's agent is as
+        # unknown as a missing one.
+        agent = await agents_repository.get(session, project_id, data.agent_id or 0, usable=True)
+        if agent is None:
+            raise NotFoundError("The agent does not exist.", code="agent_not_found")
+        cluster.agent_id = agent.id
+        details["agent_id"] = agent.id
     session.add(cluster)
     await session.flush()
     record_audit(
@@ -85,7 +133,7 @@ async def create(
         "cluster",
         cluster.id,
         project_id=project_id,
-        details={"name": cluster.name, "api_url": data.kubernetes.api_url},
+        details=details,
     )
     if cluster.enabled:
         _enqueue_check(session, cluster)
@@ -95,11 +143,11 @@ async def create(
 async def update(
     session: AsyncSession,
     principal: Principal,
-    project_id: int,
+    project_id: int | None,
     cluster_id: int,
     data: ClusterUpdate,
 ) -> Cluster:
-    cluster = await get(session, principal, project_id, cluster_id, Role.maintainer)
+    cluster = await get(session, principal, project_id, cluster_id, Role.maintainer, modify=True)
     changes = data.model_dump(exclude_unset=True, exclude={"kubernetes"})
     await check_unique(
         session, project_id, changes.get("name"), changes.get("environment_scope"), cluster.id
@@ -113,6 +161,11 @@ async def update(
         recheck = True
     if data.kubernetes is not None:
         platform = cluster.platform
+        if cluster.agent_id is not None:
+            raise ConflictError(
+                "This cluster is reached through an agent; it has no API URL or token.",
+                code="cluster_via_agent",
+            )
         if platform is None or cluster.provider_type != ProviderType.user:
             raise ConflictError(
                 "This cluster's connection is managed by its provider.", code="not_user_cluster"
@@ -164,9 +217,9 @@ async def update(
 
 
 async def request_check(
-    session: AsyncSession, principal: Principal, project_id: int, cluster_id: int
+    session: AsyncSession, principal: Principal, project_id: int | None, cluster_id: int
 ) -> Cluster:
-    cluster = await get(session, principal, project_id, cluster_id, Role.developer)
+    cluster = await get(session, principal, project_id, cluster_id, Role.developer, modify=True)
     if not cluster.enabled:
         raise ConflictError("The cluster is disabled.", code="cluster_disabled")
     _enqueue_check(session, cluster)
@@ -176,7 +229,7 @@ async def request_check(
 async def delete(
     session: AsyncSession,
     principal: Principal,
-    project_id: int,
+    project_id: int | None,
     cluster_id: int,
     *,
     force: bool = False,
@@ -184,7 +237,7 @@ async def delete(
     """Remove the cluster. When clusterport created namespaces in it, a worker deletes them
     first and then the record (the cluster shows `deleting` meanwhile): returns True then.
     `force` removes the record at once and leaves the cluster as it is."""
-    cluster = await get(session, principal, project_id, cluster_id, Role.maintainer)
+    cluster = await get(session, principal, project_id, cluster_id, Role.maintainer, modify=True)
     record_audit(
         session,
         principal,

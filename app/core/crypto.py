@@ -68,6 +68,13 @@ def validate_keys(settings: Settings) -> None:
                 f"CLUSTERPORT_ENCRYPTION_KEYS entry {index} is not random (all zeros, a repeated "
                 "pattern or typed text); generate one with `clusterport keys generate`."
             )
+    for index, secret in enumerate(settings.signing_keys):
+        key = secret.get_secret_value()
+        if key.lower() in PLACEHOLDER_KEYS or len(key) < 32:
+            raise EncryptionKeyError(
+                f"CLUSTERPORT_SIGNING_KEYS entry {index} is a placeholder or shorter than 32 "
+                "characters (`clusterport keys generate` prints a good one)."
+            )
 
 
 def _low_entropy(raw: bytes) -> bool:

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     # First key encrypts, every key decrypts (comma-separated Fernet keys).
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
+    # Keys for internal credentials (app/core/signing.py), comma-separated: the first signs,
+    # every one verifies. Unset: derived from the encryption keys.
+    signing_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
     bind_host: str = "127.0.0.1"
     api_port: int = 8080
     agent_port: int = 8150
@@ -51,7 +55,7 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 10.0
     reconcile_grace_seconds: float = 30.0
 
-    @field_validator("encryption_keys", mode="before")
+    @field_validator("encryption_keys", "signing_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -184,14 +184,51 @@ class KubeClient:
         target = resolve_target(api_url, allow_local=allow_local)
         path = urlsplit(api_url).path.rstrip("/")
         config = k8s.Configuration(host=f"https://{target.pinned_netloc}{path}")
-        config.proxy = None  # never through a proxy taken from the environment
-        config.verify_ssl = True
         config.ca_cert_data = ca_pem or None  # None: the system's trust store
         # We dial the pinned IP but speak TLS to, and check the certificate for, the host name.
         config.tls_server_name = target.host
         config.assert_hostname = target.host  # type: ignore[assignment]  # urllib3 takes a name
-        config.retries = False  # retries are ours (see _RetryingApiClient)
         config.api_key = {"BearerToken": token}
+        return cls._connect(config, connect_timeout, read_timeout, max_attempts)
+
+    @classmethod
+    def through_agent(
+        cls,
+        proxy_url: str,
+        agent_id: int,
+        credential: Callable[[], str],
+        *,
+        ca_file: str | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> KubeClient:
+        """Reach a cluster through its agent: requests go to the agent server's Kubernetes API
+        proxy (`proxy_url`, any replica: it routes to the one holding the agent), which sends
+        them down the agent's tunnel. `credential()` gives the bearer credential and is called
+        before every request, so short-lived credentials stay fresh. No SSRF check: the proxy
+        URL is an operator setting and the agent's API server address is not user-chosen."""
+        config = k8s.Configuration(host=f"{proxy_url.rstrip('/')}/k8s-proxy/agents/{agent_id}")
+        config.ssl_ca_cert = ca_file  # None: the system's trust store
+
+        def refresh(configuration: k8s.Configuration) -> None:
+            configuration.api_key = {"BearerToken": credential()}
+
+        config.refresh_api_key_hook = refresh  # type: ignore[assignment]  # typed as None
+        refresh(config)  # the client sends the header only when a key is already set
+        return cls._connect(config, connect_timeout, read_timeout, max_attempts)
+
+    @classmethod
+    def _connect(
+        cls,
+        config: k8s.Configuration,
+        connect_timeout: float,
+        read_timeout: float,
+        max_attempts: int,
+    ) -> KubeClient:
+        config.proxy = None  # never through a proxy taken from the environment
+        config.verify_ssl = True
+        config.retries = False  # retries are ours (see _RetryingApiClient)
         config.api_key_prefix = {"BearerToken": "Bearer"}
         config.connection_pool_maxsize = 4
         api_client = _RetryingApiClient(config, max_attempts)

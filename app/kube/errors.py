@@ -85,6 +85,37 @@ class KubeUnexpectedResponseError(KubeError):
     message = "The Kubernetes API answered with a response we do not follow (e.g. a redirect)."
 
 
+class KubeAgentNotConnectedError(KubeError):
+    code = "agent_not_connected"
+    message = "The cluster's agent is not connected to clusterport."
+    transient = True
+
+
+class KubeAgentUnavailableError(KubeError):
+    code = "agent_unavailable"
+    message = "The request could not travel through the cluster's agent (busy, draining or lost)."
+    transient = True
+
+
+class KubeTunnelRefusedError(KubeError):
+    code = "tunnel_refused"
+    message = "The agent server refused clusterport's internal credential."
+
+
+# The agent server's proxy names its own failures in this header (our codes, not cluster text),
+# so they are not mistaken for the kube-apiserver's answers.
+TUNNEL_ERROR_HEADER = "X-Clusterport-Error"
+_BY_TUNNEL_CODE: dict[str, type[KubeError]] = {
+    "agent_not_connected": KubeAgentNotConnectedError,
+    "agent_busy": KubeAgentUnavailableError,
+    "agent_stream_failed": KubeAgentUnavailableError,
+    "replica_unreachable": KubeAgentUnavailableError,
+    "auth_unavailable": KubeAgentUnavailableError,
+    "kube_apiserver_unreachable": KubeUnreachableError,
+    "kube_apiserver_timeout": KubeTimeoutError,
+}
+
+
 _BY_STATUS: dict[int, type[KubeError]] = {
     400: KubeInvalidError,
     401: KubeUnauthorizedError,
@@ -117,10 +148,13 @@ def translate(exc: BaseException) -> KubeError:
     if isinstance(exc, KubeError):
         return exc
     if isinstance(exc, ApiException):
+        tunnel_code = (exc.headers or {}).get(TUNNEL_ERROR_HEADER)
         # Drop what the cluster sent: the exception's text would otherwise carry it into logs.
         exc.body = None
         exc.data = None
         exc.headers = None
+        if tunnel_code and exc.status:
+            return _BY_TUNNEL_CODE.get(tunnel_code, KubeTunnelRefusedError)(int(exc.status))
         if exc.status:
             return error_for_status(int(exc.status))
         # Status 0: the client wraps TLS failures this way ("SSLError\n...").

@@ -14,10 +14,18 @@ from app.namespaces.models import NamespaceStatus, ProjectNamespace
 
 
 async def get(
-    session: AsyncSession, cluster_id: int, namespace_id: int, *, with_token: bool = False
+    session: AsyncSession,
+    project_id: int,
+    cluster_id: int,
+    namespace_id: int,
+    *,
+    with_token: bool = False,
 ) -> ProjectNamespace | None:
+    # The project too: an instance-level cluster holds namespaces of many projects.
     query = select(ProjectNamespace).where(
-        ProjectNamespace.id == namespace_id, ProjectNamespace.cluster_id == cluster_id
+        ProjectNamespace.id == namespace_id,
+        ProjectNamespace.cluster_id == cluster_id,
+        ProjectNamespace.project_id == project_id,
     )
     if with_token:
         query = query.options(undefer(ProjectNamespace.service_account_token))
@@ -44,10 +52,12 @@ async def namespace_taken(session: AsyncSession, cluster_id: int, namespace: str
 
 
 async def list_page(
-    session: AsyncSession, cluster_id: int, params: PageParams
+    session: AsyncSession, project_id: int, cluster_id: int, params: PageParams
 ) -> list[ProjectNamespace]:
     query = paginate_query(
-        select(ProjectNamespace).where(ProjectNamespace.cluster_id == cluster_id),
+        select(ProjectNamespace).where(
+            ProjectNamespace.cluster_id == cluster_id, ProjectNamespace.project_id == project_id
+        ),
         ProjectNamespace.id,
         params,
     )

@@ -45,7 +45,9 @@ async def list_namespaces(
     params: Annotated[PageParams, Depends(page_params)],
 ) -> Page[NamespaceRead]:
     await clusters_service.get(session, principal, project_id, cluster_id, Role.reporter)
-    rows, cursor = make_page(await repository.list_page(session, cluster_id, params), params)
+    rows, cursor = make_page(
+        await repository.list_page(session, project_id, cluster_id, params), params
+    )
     return Page(items=[NamespaceRead.of(r) for r in rows], next_cursor=cursor)
 
 
@@ -100,6 +102,5 @@ async def get_cluster_for_environment(
 ) -> ClusterRead:
     """The enabled cluster whose environment scope matches most specifically
     (`review/app-1` before `review/*` before `*`)."""
-    return ClusterRead.of(
-        await service.cluster_for_environment(session, principal, project_id, environment)
-    )
+    cluster = await service.cluster_for_environment(session, principal, project_id, environment)
+    return await clusters_service.describe(session, cluster)

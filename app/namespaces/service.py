@@ -6,12 +6,15 @@ import base64
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.agent_server.config import get_agent_server_settings
+from app.agents.credentials import namespace_credential
+from app.agents.settings import get_agents_settings
 from app.audit.service import record_audit
 from app.auth.models import Role
 from app.auth.principal import Principal
 from app.clusters import repository as clusters_repository
 from app.clusters import service as clusters_service
-from app.clusters.models import Cluster, ClusterStatus
+from app.clusters.models import Cluster, ClusterStatus, KubernetesPlatform
 from app.clusters.scope import pick_for_environment, scope_matches
 from app.core.errors import ConflictError, NotFoundError, UnprocessableError
 from app.core.jobs import actor_named, enqueue_after_commit
@@ -33,7 +36,7 @@ async def get(
     with_token: bool = False,
 ) -> tuple[Cluster, ProjectNamespace]:
     cluster = await clusters_service.get(session, principal, project_id, cluster_id, role)
-    row = await repository.get(session, cluster_id, namespace_id, with_token=with_token)
+    row = await repository.get(session, project_id, cluster_id, namespace_id, with_token=with_token)
     if row is None:
         raise NotFoundError("The namespace does not exist.", code="namespace_not_found")
     return cluster, row
@@ -48,7 +51,7 @@ def _check_usable(cluster: Cluster, environment: str) -> None:
         raise ConflictError("The cluster is disabled.", code="cluster_disabled")
     if cluster.status == ClusterStatus.deleting:
         raise ConflictError("The cluster is being deleted.", code="cluster_deleting")
-    if cluster.platform is None:
+    if cluster.platform is None and cluster.agent_id is None:
         raise ConflictError("The cluster has no connection yet.", code="cluster_not_connected")
     if not scope_matches(cluster.environment_scope, environment):
         raise UnprocessableError(
@@ -147,8 +150,11 @@ async def kubeconfig(
             "The namespace is not ready yet; its token is stored once it is.",
             code="namespace_not_ready",
         )
-    platform = cluster.platform
-    if platform is None:
+    if cluster.agent_id is not None:
+        entry, token = _through_agent(cluster.agent_id, row.id)
+    elif cluster.platform is not None:
+        entry, token = _direct(cluster.platform), row.service_account_token
+    else:
         raise ConflictError("The cluster has no connection.", code="cluster_not_connected")
     record_audit(
         session,
@@ -159,13 +165,10 @@ async def kubeconfig(
         project_id=project_id,
         details={"cluster_id": cluster_id},
     )
-    entry: dict[str, object] = {"server": platform.api_url}
-    if platform.ca_pem:
-        entry["certificate-authority-data"] = base64.b64encode(platform.ca_pem.encode()).decode()
     name = f"{cluster.name}-{row.namespace}"
     return Kubeconfig(
         clusters=[{"name": cluster.name, "cluster": entry}],
-        users=[{"name": row.service_account_name, "user": {"token": row.service_account_token}}],
+        users=[{"name": row.service_account_name, "user": {"token": token}}],
         contexts=[
             {
                 "name": name,
@@ -180,6 +183,32 @@ async def kubeconfig(
     )
 
 
+def _direct(platform: KubernetesPlatform) -> dict[str, object]:
+    """The cluster's own API, with the service account's token."""
+    entry: dict[str, object] = {"server": platform.api_url}
+    if platform.ca_pem:
+        entry["certificate-authority-data"] = _b64(platform.ca_pem.encode())
+    return entry
+
+
+def _through_agent(agent_id: int, namespace_id: int) -> tuple[dict[str, object], str]:
+    """clusterport's proxy, with a credential for this namespace only: the proxy impersonates
+    the namespace's service account, so the cluster's RBAC limits it as it limits a direct
+    kubeconfig. It stops working when the namespace is deleted or its lifetime ends."""
+    settings = get_agent_server_settings()
+    entry: dict[str, object] = {
+        "server": f"{settings.public_proxy_url}/k8s-proxy/agents/{agent_id}"
+    }
+    if settings.agent_tls_ca_file is not None:
+        entry["certificate-authority-data"] = _b64(settings.agent_tls_ca_file.read_bytes())
+    ttl = get_agents_settings().agent_kubeconfig_ttl_hours * 3600
+    return entry, namespace_credential(agent_id, namespace_id, ttl)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 async def cluster_for_environment(
     session: AsyncSession, principal: Principal, project_id: int, environment: str
 ) -> Cluster:
@@ -190,7 +219,12 @@ async def cluster_for_environment(
         for c in await clusters_repository.list_enabled(session, project_id)
         if c.status != ClusterStatus.deleting
     ]
-    chosen = pick_for_environment(((c.environment_scope, c) for c in clusters), environment)
+    # The project's own clusters win; instance-level ones serve what they leave uncovered.
+    chosen = pick_for_environment(
+        ((c.environment_scope, c) for c in clusters if c.project_id is not None), environment
+    ) or pick_for_environment(
+        ((c.environment_scope, c) for c in clusters if c.project_id is None), environment
+    )
     if chosen is None:
         raise NotFoundError(
             f"No enabled cluster of the project covers environment {environment!r}.",

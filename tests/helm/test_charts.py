@@ -509,6 +509,7 @@ def test_agent_service_account_gets_only_what_the_chart_grants(
         assert not can("list", "secrets", other)
         assert not can("list", "namespaces")
         assert not can("create", "clusterroles.rbac.authorization.k8s.io")
+        assert not can("impersonate", "serviceaccounts/clusterport-deployer", namespace)
 
         helm_run(
             "upgrade", release, str(AGENT_CHART), "-f", values, "--set", "rbac.clusterWide=true"
@@ -517,6 +518,11 @@ def test_agent_service_account_gets_only_what_the_chart_grants(
         assert can("list", "namespaces")
         assert not can("create", "clusterroles.rbac.authorization.k8s.io")
         assert not can("delete", "namespaces")
+        # Namespace kubeconfigs through the agent act as clusterport's namespace account only.
+        assert can("impersonate", "serviceaccounts/clusterport-deployer", other)
+        assert not can("impersonate", "serviceaccounts/default", other)
+        assert not can("impersonate", "users")
+        assert not can("impersonate", "groups")
     finally:
         helm_run("uninstall", release)
         for name in (other, workloads):

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Api
-from tests.kube.helpers import Project, wait_for
+from tests.kube.helpers import Project, Reach, wait_for
 from tests.support.kubeapi import KubeCluster
 
 
 @pytest.mark.usefixtures("allow_local_network", "worker")
 async def test_delete_cluster_removes_its_namespaces_first(
-    admin: Api, kube_cluster: KubeCluster
+    admin: Api, kube_cluster: KubeCluster, reach: Reach
 ) -> None:
-    project = await Project.create(admin)
+    project = await Project.create(admin, reach)
     cluster = await project.connected_cluster(kube_cluster)
     base = f"{project.base}/clusters/{cluster['id']}"
     names = []

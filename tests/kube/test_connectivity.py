@@ -9,16 +9,22 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
-from tests.kube.helpers import Project, limited_token, wait_for
+from tests.kube.helpers import Project, Reach, limited_token, wait_for
 from tests.support.kubeapi import K8S_VERSION, KubeCluster, unique_name
 
 pytestmark = pytest.mark.usefixtures("allow_local_network", "worker")
 
 
-async def test_connected_with_version(admin: Api, kube_cluster: KubeCluster) -> None:
-    project = await Project.create(admin)
+async def test_connected_with_version(admin: Api, kube_cluster: KubeCluster, reach: Reach) -> None:
+    project = await Project.create(admin, reach)
     cluster = await project.connected_cluster(kube_cluster)
     assert cluster["error"] is None
+    assert cluster["connection"] == reach.kind
+    if reach.via_agent:
+        assert cluster["kubernetes"] is None
+        assert cluster["agent"] == {"id": next(iter(reach.agents)), "connected": True}
+    else:
+        assert cluster["agent"] is None
     assert cluster["last_checked_at"] is not None
     if kube_cluster.source == "local":
         assert cluster["kubernetes_version"] == K8S_VERSION

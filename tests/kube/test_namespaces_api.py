@@ -11,7 +11,7 @@ import pytest
 
 from app.namespaces.naming import ROLE_BINDING, SERVICE_ACCOUNT, TOKEN_SECRET, namespace_name
 from tests.conftest import Api
-from tests.kube.helpers import Project, limited_token, wait_for
+from tests.kube.helpers import Project, Reach, limited_token, wait_for
 from tests.support.kubeapi import KubeCluster
 
 pytestmark = pytest.mark.usefixtures("allow_local_network", "worker")
@@ -33,8 +33,10 @@ async def _settled(api: Api, path: str) -> dict[str, Any]:
     return result
 
 
-async def test_lifecycle(admin: Api, kube_cluster: KubeCluster, tmp_path: Path) -> None:
-    project = await Project.create(admin)
+async def test_lifecycle(
+    admin: Api, kube_cluster: KubeCluster, tmp_path: Path, reach: Reach
+) -> None:
+    project = await Project.create(admin, reach)
     cluster = await project.connected_cluster(kube_cluster)
     base = f"{project.base}/clusters/{cluster['id']}/namespaces"
 
@@ -127,8 +129,10 @@ async def test_foreign_namespace_is_a_conflict(admin: Api, kube_cluster: KubeClu
     assert kube_cluster.namespace_state(name) == "active"
 
 
-async def test_rbac_failure_halfway_leaves_nothing(admin: Api, kube_cluster: KubeCluster) -> None:
-    project = await Project.create(admin)
+async def test_rbac_failure_halfway_leaves_nothing(
+    admin: Api, kube_cluster: KubeCluster, reach: Reach
+) -> None:
+    project = await Project.create(admin, reach)
     # Enough to pass the check and create namespaces, not to create Secrets or RoleBindings.
     token = limited_token(
         kube_cluster, "get,list,create,patch,delete:namespaces", "get,create,patch:serviceaccounts"

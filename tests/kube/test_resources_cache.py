@@ -17,7 +17,7 @@ import workers
 from app.cluster_state.models import ClusterResourceCache
 from app.core.db import session_scope, utcnow
 from tests.conftest import Api
-from tests.kube.helpers import Project, wait_for
+from tests.kube.helpers import Project, Reach, wait_for
 from tests.support.kubeapi import KubeCluster
 
 DEPLOYMENT = {
@@ -55,10 +55,10 @@ def running_worker() -> Iterator[None]:
 
 @pytest.mark.usefixtures("allow_local_network")
 async def test_refresh_once_then_cached_then_expired(
-    admin: Api, kube_cluster: KubeCluster, scratch_namespace: str
+    admin: Api, kube_cluster: KubeCluster, scratch_namespace: str, reach: Reach
 ) -> None:
     kube_cluster.kubectl("apply", "-n", scratch_namespace, "-f", "-", input=json.dumps(DEPLOYMENT))
-    project = await Project.create(admin)
+    project = await Project.create(admin, reach)
     cluster = await project.add_cluster(kube_cluster)
     url = f"{project.base}/clusters/{cluster['id']}/resources"
     params = {"kind": "deployments", "namespace": scratch_namespace}

@@ -134,6 +134,10 @@ one. Memoised in .Values so the release Secret and the migration hook Secret agr
   value: {{ .Values.ports.agent | quote }}
 - name: CLUSTERPORT_HEALTH_PORT
   value: {{ .Values.ports.health | quote }}
+# Workers reach clusters behind an agent through any agent-server replica's proxy (it routes to
+# the replica holding the agent); override with config.extraEnv for TLS or another address.
+- name: CLUSTERPORT_AGENT_PROXY_INTERNAL_URL
+  value: "http://{{ include "clusterport.componentName" (dict "root" . "component" "agent-server") }}:{{ .Values.agentServer.service.proxyPort }}"
 {{- with .Values.config.extraEnv }}
 {{ toYaml . }}
 {{- end }}
