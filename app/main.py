@@ -10,6 +10,8 @@ from app.auth.router import router as auth_router
 from app.cluster_state.router import router as cluster_state_router
 from app.clusters.router import router as clusters_router
 from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.gitops.router import hooks_router
+from app.gitops.router import router as gitops_router
 from app.namespaces.router import environments_router
 from app.namespaces.router import router as namespaces_router
 from app.projects.router import router as projects_router
@@ -47,6 +49,8 @@ def create_app() -> FastAPI:
         audit_router,
         agents_router,
         eks_router,
+        gitops_router,
+        hooks_router,
     ):
         app.include_router(router)
     return app

@@ -6,6 +6,13 @@ from app.auth.models import AccessToken
 from app.cluster_state.models import ClusterResourceCache
 from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.db import Base
+from app.gitops.models import (
+    Deployment,
+    DeploymentObject,
+    GitOpsEnvironment,
+    GitSource,
+    WebhookDelivery,
+)
 from app.namespaces.models import ProjectNamespace
 from app.projects.models import Project
 from app.providers.aws.models import AwsExternalId, EksProvider
@@ -21,8 +28,13 @@ __all__ = [
     "Base",
     "Cluster",
     "ClusterResourceCache",
+    "Deployment",
+    "DeploymentObject",
     "EksProvider",
+    "GitOpsEnvironment",
+    "GitSource",
     "KubernetesPlatform",
     "Project",
     "ProjectNamespace",
+    "WebhookDelivery",
 ]

@@ -1,0 +1,463 @@
+"""Actors for GitOps: deliveries become queued deployments; a deployment is fetched, rendered,
+applied, pruned and watched until healthy. Each step is idempotent and resumable, and a wait
+(for CRDs, for health) is a delayed re-enqueue, never a sleep."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import structlog
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, undefer
+
+from app.clusters.models import Cluster
+from app.core.db import session_scope, utcnow
+from app.core.jobs import enqueue_after_commit
+from app.core.ssrf import UnsafeURLError
+from app.gitops import applier, git, queue, service
+from app.gitops.errors import SourceError
+from app.gitops.models import (
+    Deployment,
+    DeploymentObject,
+    DeploymentStatus,
+    DeploymentStep,
+    GitOpsEnvironment,
+    GitSource,
+    RenderMode,
+)
+from app.gitops.render import RenderSpec, render
+from app.gitops.settings import get_gitops_settings
+from app.gitops_engine.health import HealthState
+from app.gitops_engine.manifests import ManifestError, ObjectRef, digest
+from app.gitops_engine.order import prune_order
+from app.gitops_engine.plan import make_plan
+from app.gitops_engine.policy import Target, prepare
+from app.kube import KubeError
+from workers.clusters import Connection, connection_of
+
+log = structlog.get_logger(__name__)
+
+CRD_WAIT_DELAY_MS = 250
+
+
+@dramatiq.actor(max_retries=3)
+def handle_delivery(delivery_id: int) -> None:
+    """Queue deployments for a recorded push (coalescing into queued ones)."""
+    with session_scope() as session:
+        ids = service.handle_delivery(session, delivery_id)
+    log.info("delivery_handled", delivery_id=delivery_id, deployments=ids)
+
+
+@dramatiq.actor(max_retries=3)
+def run_deployment(environment_id: int) -> None:
+    """Start the environment's queued deployment when none is running. Many of these may be
+    enqueued for one environment; all but one find nothing to do."""
+    with session_scope() as session:
+        claimed = queue.claim_next(session, environment_id)
+        if isinstance(claimed, queue.RateLimited):
+            enqueue_after_commit(
+                session, run_deployment, environment_id, delay_ms=queue.RATE_LIMITED_RETRY_MS
+            )
+            return
+        if claimed is None:
+            return
+        deployment_id = claimed.id
+    _apply(deployment_id)
+
+
+@dataclass(frozen=True)
+class _Context:
+    deployment_id: int
+    environment_id: int
+    target: Target
+    prune: bool
+    max_prune_share: float
+    inventory: list[ObjectRef]
+    manifests: list[dict[str, Any]] | None
+    commit: str | None
+    ref: str | None
+    remote: git.Remote
+    render: RenderSpec
+    connection: Connection | None
+
+
+def _context(session: Session, deployment_id: int, step: DeploymentStep) -> _Context | None:
+    deployment = session.scalar(
+        select(Deployment)
+        .where(Deployment.id == deployment_id)
+        .options(undefer(Deployment.manifests))
+    )
+    if (
+        deployment is None
+        or deployment.status != DeploymentStatus.running
+        or deployment.step != step
+    ):
+        return None
+    environment = session.get_one(GitOpsEnvironment, deployment.environment_id)
+    source = session.scalar(
+        select(GitSource)
+        .where(GitSource.id == environment.source_id)
+        .options(undefer(GitSource.token))
+    )
+    assert source is not None
+    cluster = session.get(Cluster, environment.cluster_id)
+    return _Context(
+        deployment_id=deployment.id,
+        environment_id=environment.id,
+        target=Target(
+            namespace=environment.namespace,
+            environment_id=environment.id,
+            allow_cluster_scoped=environment.allow_cluster_scoped,
+            extra_namespaces=tuple(environment.extra_namespaces),
+        ),
+        prune=environment.prune,
+        max_prune_share=environment.max_prune_share,
+        inventory=[ObjectRef.from_dict(d) for d in environment.inventory],
+        manifests=deployment.manifests,
+        commit=deployment.commit_sha,
+        ref=deployment.ref,
+        remote=git.Remote(source.url, source.token),
+        render=RenderSpec(
+            mode=RenderMode(source.render),
+            paths=list(source.paths),
+            namespace=environment.namespace,
+            release=environment.name,
+            helm_values_file=source.helm_values_file,
+        ),
+        connection=connection_of(cluster) if cluster is not None else None,
+    )
+
+
+def _fail(
+    deployment_id: int,
+    code: str,
+    message: str,
+    failed_object: str | None = None,
+    *,
+    inventory: list[ObjectRef] | None = None,
+    objects: list[DeploymentObject] | None = None,
+) -> None:
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_id)
+        if deployment is None or deployment.status != DeploymentStatus.running:
+            return
+        if inventory is not None:
+            environment = session.get_one(GitOpsEnvironment, deployment.environment_id)
+            environment.inventory = [r.to_dict() for r in sorted(inventory)]
+        if objects is not None:
+            _replace_objects(session, deployment_id, objects)
+        queue.finish(
+            session,
+            deployment,
+            DeploymentStatus.failed,
+            code=code,
+            message=message,
+            failed_object=failed_object,
+        )
+    log.info("deployment_failed", deployment_id=deployment_id, code=code)
+
+
+def _replace_objects(session: Session, deployment_id: int, objects: list[DeploymentObject]) -> None:
+    session.execute(delete(DeploymentObject).where(DeploymentObject.deployment_id == deployment_id))
+    for row in objects:
+        row.deployment_id = deployment_id
+        session.add(row)
+
+
+def _row(ref: ObjectRef, action: str, result: str, **values: Any) -> DeploymentObject:
+    return DeploymentObject(
+        api_version=ref.api_version,
+        kind=ref.kind,
+        namespace=ref.namespace,
+        name=ref.name,
+        action=action,
+        result=result,
+        **values,
+    )
+
+
+def _render(ctx: _Context) -> tuple[list[dict[str, Any]], str]:
+    commit = ctx.commit or git.resolve_ref(ctx.remote, ctx.ref or "")
+    repo = git.fetch(ctx.remote, commit, ctx.ref)
+    with tempfile.TemporaryDirectory(prefix="clusterport-checkout-") as tmp:
+        git.checkout(repo, commit, ctx.render.paths, Path(tmp))
+        return render(Path(tmp), ctx.render), commit
+
+
+@dramatiq.actor(max_retries=0)
+def apply_deployment(deployment_id: int) -> None:
+    """The apply step (also how it resumes after a crash or a wait for CRDs)."""
+    _apply(deployment_id)
+
+
+def _apply(deployment_id: int) -> None:
+    with session_scope() as session:
+        ctx = _context(session, deployment_id, DeploymentStep.apply)
+    if ctx is None:
+        return
+    commit = ctx.commit
+    try:
+        if ctx.manifests is not None:
+            rendered = ctx.manifests
+        else:
+            rendered, commit = _render(ctx)
+    except SourceError as exc:
+        _fail(deployment_id, exc.code, exc.message)
+        return
+    if ctx.connection is None:
+        _fail(deployment_id, "no_credentials", "The cluster has no credentials to deploy with.")
+        return
+    old = set(ctx.inventory)
+    try:
+        with ctx.connection.client() as kube:
+            prepared = prepare(rendered, ctx.target, applier.discovered_scopes(kube, rendered))
+            plan = make_plan(
+                prepared.refs, ctx.inventory, prune=ctx.prune, max_prune_share=ctx.max_prune_share
+            )
+            outcome = applier.apply(kube, prepared.objects)
+            if outcome.waiting_for_crds:
+                with session_scope() as session:
+                    deployment = session.get_one(Deployment, deployment_id)
+                    deployment.updated_at = utcnow()
+                    enqueue_after_commit(
+                        session, apply_deployment, deployment_id, delay_ms=CRD_WAIT_DELAY_MS
+                    )
+                return
+            rows = [_row(r, "apply", "applied") for r in outcome.applied]
+            if outcome.failed is not None:
+                assert outcome.error is not None
+                owned = sorted(old | set(outcome.applied))
+                rows.append(_row(outcome.failed, "apply", "failed", code=outcome.error.code))
+                applier.write_inventory(kube, ctx.target.namespace, ctx.environment_id, owned)
+                _fail(
+                    deployment_id,
+                    outcome.error.code,
+                    outcome.error.message,
+                    str(outcome.failed),
+                    inventory=owned,
+                    objects=rows,
+                )
+                return
+            pruned: list[ObjectRef] = []
+            if plan.prune and not plan.needs_confirmation:
+                pruned, failed, error = applier.prune(kube, plan.prune)
+                rows += [_row(r, "prune", "pruned") for r in pruned]
+                if failed is not None and error is not None:
+                    owned = sorted((old | set(plan.apply)) - set(pruned))
+                    rows.append(_row(failed, "prune", "failed", code=error.code))
+                    applier.write_inventory(kube, ctx.target.namespace, ctx.environment_id, owned)
+                    _fail(
+                        deployment_id,
+                        error.code,
+                        error.message,
+                        str(failed),
+                        inventory=owned,
+                        objects=rows,
+                    )
+                    return
+            else:
+                rows += [_row(r, "prune_pending", "pending") for r in plan.prune]
+            owned = sorted((set(plan.apply) | set(plan.prune)) - set(pruned))
+            applier.write_inventory(kube, ctx.target.namespace, ctx.environment_id, owned)
+    except ManifestError as exc:
+        _fail(deployment_id, exc.code, exc.message)
+        return
+    except (KubeError, UnsafeURLError) as exc:
+        _fail(deployment_id, exc.code, exc.message)
+        return
+    with session_scope() as session:
+        deployment = session.get_one(Deployment, deployment_id)
+        if deployment.status != DeploymentStatus.running:
+            return
+        environment = session.get_one(GitOpsEnvironment, deployment.environment_id)
+        environment.inventory = [r.to_dict() for r in owned]
+        _replace_objects(session, deployment_id, rows)
+        deployment.commit_sha = commit
+        deployment.manifests = rendered
+        deployment.digest = digest(rendered)
+        deployment.prune_guard_reasons = plan.guard_reasons if plan.prune else []
+        deployment.applied_at = utcnow()
+        deployment.step = DeploymentStep.health
+        enqueue_after_commit(session, check_health, deployment_id)
+    log.info("deployment_applied", deployment_id=deployment_id, objects=len(rows))
+
+
+@dramatiq.actor(max_retries=0)
+def check_health(deployment_id: int) -> None:
+    """Look at the applied objects' health; finish, or look again shortly."""
+    with session_scope() as session:
+        ctx = _context(session, deployment_id, DeploymentStep.health)
+        if ctx is None:
+            return
+        applied = [
+            ObjectRef(o.api_version, o.kind, o.namespace, o.name)
+            for o in session.scalars(
+                select(DeploymentObject).where(
+                    DeploymentObject.deployment_id == deployment_id,
+                    DeploymentObject.action == "apply",
+                )
+            )
+        ]
+    if ctx.connection is None:
+        _fail(deployment_id, "no_credentials", "The cluster has no credentials to deploy with.")
+        return
+    try:
+        with ctx.connection.client() as kube:
+            states = applier.health(kube, applied)
+    except (KubeError, UnsafeURLError) as exc:
+        _fail(deployment_id, exc.code, exc.message)
+        return
+    with session_scope() as session:
+        deployment = session.get_one(Deployment, deployment_id)
+        if deployment.status != DeploymentStatus.running:
+            return
+        failed = None
+        progressing = None
+        for row in session.scalars(
+            select(DeploymentObject).where(DeploymentObject.deployment_id == deployment_id)
+        ):
+            if row.action != "apply":
+                continue
+            ref = ObjectRef(row.api_version, row.kind, row.namespace, row.name)
+            health = states.get(ref)
+            row.health = health.state if health else HealthState.healthy
+            row.code = health.code if health else None
+            row.reason = health.reason if health else None
+            if health and health.state is HealthState.failed and failed is None:
+                failed = (ref, health)
+            elif health and health.state is HealthState.progressing and progressing is None:
+                progressing = ref
+        if failed is not None:
+            ref, health = failed
+            queue.finish(
+                session,
+                deployment,
+                DeploymentStatus.failed,
+                code=health.code,
+                message=health.reason,
+                failed_object=str(ref),
+            )
+        elif progressing is None:
+            if deployment.prune_guard_reasons:
+                deployment.status = DeploymentStatus.awaiting_confirmation
+                deployment.step = None
+                enqueue_after_commit(session, run_deployment, deployment.environment_id)
+            else:
+                queue.finish(session, deployment, DeploymentStatus.succeeded)
+        elif deployment.health_deadline_at is not None and utcnow() > deployment.health_deadline_at:
+            queue.finish(
+                session,
+                deployment,
+                DeploymentStatus.timed_out,
+                code="health_timeout",
+                message="The objects did not become healthy within the health timeout.",
+                failed_object=str(progressing),
+            )
+        else:
+            deployment.updated_at = utcnow()
+            enqueue_after_commit(
+                session,
+                check_health,
+                deployment_id,
+                delay_ms=get_gitops_settings().health_poll_ms,
+            )
+
+
+@dramatiq.actor(max_retries=0)
+def prune_deployment(deployment_id: int) -> None:
+    """Carry out a confirmed, guarded prune (unless a newer deployment took over)."""
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_id)
+        if (
+            deployment is None
+            or deployment.status != DeploymentStatus.awaiting_confirmation
+            or not deployment.prune_confirmed
+        ):
+            return
+        newer = session.scalar(
+            select(Deployment.id)
+            .where(
+                Deployment.environment_id == deployment.environment_id,
+                Deployment.id > deployment_id,
+            )
+            .limit(1)
+        )
+        if newer is not None:
+            return
+        environment = session.get_one(GitOpsEnvironment, deployment.environment_id)
+        cluster = session.get(Cluster, environment.cluster_id)
+        connection = connection_of(cluster) if cluster is not None else None
+        pending = list(
+            session.scalars(
+                select(DeploymentObject).where(
+                    DeploymentObject.deployment_id == deployment_id,
+                    DeploymentObject.action == "prune_pending",
+                )
+            )
+        )
+        refs = [ObjectRef(o.api_version, o.kind, o.namespace, o.name) for o in pending]
+        inventory = {ObjectRef.from_dict(d) for d in environment.inventory}
+        namespace, environment_id = environment.namespace, environment.id
+    error: KubeError | UnsafeURLError | None = None
+    pruned: list[ObjectRef] = []
+    if connection is None:
+        return
+    try:
+        with connection.client() as kube:
+            pruned, _, error = applier.prune(kube, prune_order(refs))
+            remaining = sorted(inventory - set(pruned))
+            applier.write_inventory(kube, namespace, environment_id, remaining)
+    except (KubeError, UnsafeURLError) as exc:
+        error = exc
+    with session_scope() as session:
+        deployment = session.get_one(Deployment, deployment_id)
+        environment = session.get_one(GitOpsEnvironment, deployment.environment_id)
+        environment.inventory = [r.to_dict() for r in sorted(inventory - set(pruned))]
+        for row in session.scalars(
+            select(DeploymentObject).where(
+                DeploymentObject.deployment_id == deployment_id,
+                DeploymentObject.action == "prune_pending",
+            )
+        ):
+            if ObjectRef(row.api_version, row.kind, row.namespace, row.name) in set(pruned):
+                row.action, row.result = "prune", "pruned"
+        if error is not None:
+            queue.finish(
+                session,
+                deployment,
+                DeploymentStatus.failed,
+                code=error.code,
+                message=error.message,
+            )
+        else:
+            deployment.prune_guard_reasons = []
+            queue.finish(session, deployment, DeploymentStatus.succeeded)
+
+
+@dramatiq.actor(max_retries=0)
+def resume_deployment(deployment_id: int) -> None:
+    """For the periodic reconciler: continue a deployment whose job was lost."""
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_id)
+        if deployment is None:
+            return
+        deployment.updated_at = utcnow()
+        if deployment.status == DeploymentStatus.queued:
+            enqueue_after_commit(session, run_deployment, deployment.environment_id)
+        elif deployment.status == DeploymentStatus.running:
+            step = apply_deployment if deployment.step == DeploymentStep.apply else check_health
+            enqueue_after_commit(session, step, deployment_id)
+
+
+__all__ = [
+    "apply_deployment",
+    "check_health",
+    "handle_delivery",
+    "prune_deployment",
+    "resume_deployment",
+    "run_deployment",
+]
