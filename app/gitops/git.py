@@ -44,7 +44,12 @@ def cache_dir(settings: GitOpsSettings | None = None) -> Path:
 
 def _classify(stderr: str) -> str:
     text = stderr.lower()
-    if "authentication failed" in text or " 401" in text or " 403" in text:
+    if (
+        "authentication failed" in text
+        or "could not read username" in text
+        or " 401" in text
+        or " 403" in text
+    ):
         return "git_auth_failed"
     if (
         "not our ref" in text
