@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from app.auth.dependencies import PrincipalDep, SessionDep
 from app.auth.models import Role
@@ -200,6 +201,25 @@ async def get_deployment(
     )
     objects = await repository.deployment_objects(session, deployment.id)
     return DeploymentRead.of(deployment, objects)
+
+
+@router.get(
+    "/deployments/{deployment_id}/events",
+    operation_id="stream_gitops_deployment",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}},
+)
+async def stream_deployment(
+    project_id: int, deployment_id: int, session: SessionDep, principal: PrincipalDep
+) -> StreamingResponse:
+    """Progress as Server-Sent Events: a `deployment` event (the same body as the GET, with
+    objects) whenever something changes, then `end` once the deployment has finished."""
+    await service.get_deployment(session, principal, project_id, deployment_id, Role.reporter)
+    return StreamingResponse(
+        service.deployment_events(project_id, deployment_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(

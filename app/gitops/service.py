@@ -3,8 +3,9 @@ webhook deliveries."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 from sqlalchemy import select
@@ -16,6 +17,7 @@ from app.audit.service import record_audit
 from app.auth.models import Role
 from app.auth.principal import Principal
 from app.clusters import repository as clusters_repository
+from app.core.db import async_session
 from app.core.errors import ConflictError, NotFoundError
 from app.core.jobs import actor_named, enqueue_after_commit
 from app.core.settings import get_settings
@@ -32,6 +34,7 @@ from app.gitops.models import (
     WebhookDelivery,
 )
 from app.gitops.schemas import (
+    DeploymentRead,
     EnvironmentCreate,
     EnvironmentUpdate,
     HookAccepted,
@@ -407,8 +410,37 @@ async def rollback(
     return deployment
 
 
-def is_finished(deployment: Deployment) -> bool:
-    return deployment.status in FINISHED
+SSE_POLL_SECONDS = 0.5
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+async def deployment_events(project_id: int, deployment_id: int) -> AsyncIterator[str]:
+    """Server-Sent Events for one deployment, read from the database with a short poll (each
+    poll its own short session, so a long stream holds no connection)."""
+    last: str | None = None
+    quiet = 0.0
+    while True:
+        async with async_session() as session:
+            deployment = await repository.get_deployment(session, project_id, deployment_id)
+            if deployment is None:
+                yield "event: end\ndata: {}\n\n"
+                return
+            objects = await repository.deployment_objects(session, deployment_id)
+            body = DeploymentRead.of(deployment, objects).model_dump_json()
+            done = deployment.status in FINISHED or (
+                deployment.status == DeploymentStatus.awaiting_confirmation
+            )
+        if body != last:
+            yield f"event: deployment\ndata: {body}\n\n"
+            last, quiet = body, 0.0
+        elif quiet >= SSE_KEEPALIVE_SECONDS:
+            yield ": keep-alive\n\n"
+            quiet = 0.0
+        if done:
+            yield "event: end\ndata: {}\n\n"
+            return
+        await asyncio.sleep(SSE_POLL_SECONDS)
+        quiet += SSE_POLL_SECONDS
 
 
 # --- webhooks --------------------------------------------------------------------------------

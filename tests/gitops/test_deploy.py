@@ -1,0 +1,274 @@
+"""A push becomes objects in a real cluster: webhook -> worker -> fetch from a loopback git
+server -> render -> server-side apply -> inventory, prune, prune guard, rollback, coalescing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.gitops.conftest import GitOps
+from tests.gitops.webhooks import github_push, gitlab_push
+from tests.kube.helpers import wait_for
+from tests.support.git_server import GitServer, WorkingCopy
+from tests.support.kubeapi import KubeCluster, unique_name
+
+SECRET = "a-webhook-secret-0123456789"
+FINISHED = {"succeeded", "failed", "timed_out", "awaiting_confirmation"}
+
+pytestmark = pytest.mark.usefixtures("allow_local_network", "worker")
+
+
+def config_map(name: str, value: str = "v", namespace: str | None = None) -> str:
+    ns = f"\n  namespace: {namespace}" if namespace else ""
+    return (
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}{ns}\ndata:\n  key: {value}\n"
+    )
+
+
+def service(name: str) -> str:
+    return (
+        f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n"
+        "  selector: {app: web}\n  ports: [{port: 80}]\n"
+    )
+
+
+class Setup:
+    def __init__(
+        self,
+        gitops: GitOps,
+        repo: WorkingCopy,
+        source: dict[str, Any],
+        env: dict[str, Any],
+        namespace: str,
+    ) -> None:
+        self.gitops, self.repo, self.source, self.env, self.namespace = (
+            gitops,
+            repo,
+            source,
+            env,
+            namespace,
+        )
+
+    async def push(self, *, via: str = "github") -> tuple[str, dict[str, Any]]:
+        sha = self.repo.commit_and_push()
+        headers, body = (
+            github_push(SECRET, "refs/heads/main", sha)
+            if via == "github"
+            else gitlab_push(SECRET, "refs/heads/main", sha)
+        )
+        response = await self.gitops.hook(self.source, headers, body)
+        assert response.status_code == 202, response.text
+        return sha, response.json()
+
+    async def finished(self, commit: str) -> dict[str, Any]:
+        """The deployment of `commit`, once finished, with its objects."""
+
+        async def latest() -> dict[str, Any] | None:
+            for item in reversed(await self.gitops.deployments(self.env["id"])):
+                if item["commit_sha"] == commit and item["status"] in FINISHED:
+                    return await self.gitops.deployment(item["id"])
+            return None
+
+        result: dict[str, Any] = await wait_for(latest, lambda d: d is not None, f"deploy {commit}")
+        return result
+
+
+@pytest.fixture
+async def setup(
+    gitops: GitOps, git_repos: GitServer, kube_cluster: KubeCluster, tmp_path: Path
+) -> Setup:
+    namespace = unique_name("gitops")
+    kube_cluster.kubectl("create", "namespace", namespace)
+    cluster = await gitops.project.connected_cluster(kube_cluster)
+    repo = git_repos.create(unique_name("app"), tmp_path)
+    source = await gitops.source(
+        git_repos.url_of(repo.path.name), webhook_secret=SECRET, paths=["k8s"]
+    )
+    env = await gitops.environment(source["id"], cluster["id"], namespace, max_prune_share=0.9)
+    return Setup(gitops, repo, source, env, namespace)
+
+
+def _names(kube_cluster: KubeCluster, kind: str, namespace: str) -> set[str]:
+    listing = kube_cluster.kubectl_json(
+        "get", kind, "-n", namespace, "-l", "app.kubernetes.io/managed-by=clusterport"
+    )
+    return {item["metadata"]["name"] for item in listing["items"]}
+
+
+async def test_push_applies_prunes_and_records_every_object(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    setup.repo.write("k8s/config.yaml", config_map("a") + "---\n" + config_map("b"))
+    setup.repo.write("k8s/web/service.yaml", service("web"))
+    setup.repo.write("README.md", "not a manifest")
+    sha, answer = await setup.push()
+    assert answer["status"] == "accepted"
+    first = await setup.finished(sha)
+    assert first["status"] == "succeeded", first
+    assert first["trigger"] == "delivery" and first["digest"].startswith("sha256:")
+    assert {(o["kind"], o["name"], o["result"], o["health"]) for o in first["objects"]} == {
+        ("ConfigMap", "a", "applied", "healthy"),
+        ("ConfigMap", "b", "applied", "healthy"),
+        ("Service", "web", "applied", "healthy"),
+    }
+    ns = setup.namespace
+    assert _names(kube_cluster, "configmaps", ns) >= {"a", "b"}
+    live = kube_cluster.kubectl_json("get", "configmap", "a", "-n", ns, "--show-managed-fields")
+    assert any(f["manager"] == "clusterport" for f in live["metadata"]["managedFields"])
+    inventory = kube_cluster.kubectl_json(
+        "get", "configmap", f"clusterport-inventory-{setup.env['id']}", "-n", ns
+    )
+    assert {o["name"] for o in json.loads(inventory["data"]["objects"])} == {"a", "b", "web"}
+
+    setup.repo.write("k8s/config.yaml", config_map("a", "changed"))
+    sha2, _ = await setup.push(via="gitlab")
+    second = await setup.finished(sha2)
+    assert second["status"] == "succeeded", second
+    assert ("ConfigMap", "b", "prune", "pruned") in {
+        (o["kind"], o["name"], o["action"], o["result"]) for o in second["objects"]
+    }
+    assert "b" not in _names(kube_cluster, "configmaps", ns)
+    live = kube_cluster.kubectl_json("get", "configmap", "a", "-n", ns)
+    assert live["data"]["key"] == "changed"
+    env = (await setup.gitops.api.get(f"{setup.gitops.base}/environments/{setup.env['id']}")).json()
+    assert env["inventory_size"] == 2
+
+
+async def test_bad_input_fails_with_a_code_and_nothing_half_applied(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    setup.repo.write("k8s/ok.yaml", config_map("ok"))
+    setup.repo.write("k8s/bad.yaml", config_map("x") + "---\nkind: [oops\n")
+    sha, _ = await setup.push()
+    failed = await setup.finished(sha)
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "malformed_yaml"
+    assert failed["error"]["message"].startswith("k8s/bad.yaml:")
+    assert "ok" not in _names(kube_cluster, "configmaps", setup.namespace)
+
+    setup.repo.write("k8s/bad.yaml", config_map("x", namespace="kube-system"))
+    sha, _ = await setup.push()
+    refused = await setup.finished(sha)
+    assert refused["error"]["code"] == "namespace_not_allowed"
+
+    setup.repo.write(
+        "k8s/bad.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\n"
+    )
+    sha, _ = await setup.push()
+    assert (await setup.finished(sha))["error"]["code"] == "unknown_kind"
+
+
+async def test_a_namespace_prune_waits_for_confirmation(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    gitops = setup.gitops
+    await gitops.api.patch(
+        f"{gitops.base}/environments/{setup.env['id']}", {"allow_cluster_scoped": True}
+    )
+    extra = unique_name("extra")
+    setup.repo.write(
+        "k8s/ns.yaml", f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {extra}\n"
+    )
+    setup.repo.write("k8s/cm.yaml", config_map("keep"))
+    sha, _ = await setup.push()
+    assert (await setup.finished(sha))["status"] == "succeeded"
+    assert kube_cluster.namespace_state(extra) == "active"
+
+    setup.repo.remove("k8s/ns.yaml")
+    sha, _ = await setup.push()
+    waiting = await setup.finished(sha)
+    assert waiting["status"] == "awaiting_confirmation", waiting
+    assert "Namespace/" + extra in waiting["prune_guard_reasons"][0]
+    assert ("Namespace", extra, "prune_pending") in {
+        (o["kind"], o["name"], o["action"]) for o in waiting["objects"]
+    }
+    assert kube_cluster.namespace_state(extra) == "active"
+
+    response = await gitops.api.post(f"{gitops.base}/deployments/{waiting['id']}/confirm-prune")
+    assert response.status_code == 202, response.text
+    done = await wait_for(
+        lambda: gitops.deployment(waiting["id"]), lambda d: d["status"] == "succeeded", "prune"
+    )
+    assert ("Namespace", extra, "pruned") in {
+        (o["kind"], o["name"], o["result"]) for o in done["objects"]
+    }
+    assert kube_cluster.namespace_state(extra) in ("terminating", "absent")
+    again = await gitops.api.post(f"{gitops.base}/deployments/{waiting['id']}/confirm-prune")
+    assert again.status_code == 409
+
+
+async def test_rollback_restores_the_pinned_manifests_and_locks_the_environment(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    gitops, ns = setup.gitops, setup.namespace
+    setup.repo.write("k8s/cm.yaml", config_map("app", "one"))
+    sha1, _ = await setup.push()
+    first = await setup.finished(sha1)
+    setup.repo.write("k8s/cm.yaml", config_map("app", "two") + "---\n" + config_map("new"))
+    sha2, _ = await setup.push()
+    assert (await setup.finished(sha2))["status"] == "succeeded"
+
+    response = await gitops.api.post(f"{gitops.base}/deployments/{first['id']}/rollback")
+    assert response.status_code == 202, response.text
+    rollback = response.json()
+    assert rollback["trigger"] == "rollback" and rollback["rollback_of_id"] == first["id"]
+    done = await wait_for(
+        lambda: gitops.deployment(rollback["id"]),
+        lambda d: d["status"] in FINISHED,
+        "the rollback",
+    )
+    assert done["status"] == "succeeded" and done["digest"] == first["digest"]
+    assert kube_cluster.kubectl_json("get", "configmap", "app", "-n", ns)["data"]["key"] == "one"
+    assert "new" not in _names(kube_cluster, "configmaps", ns)
+    env_url = f"{gitops.base}/environments/{setup.env['id']}"
+    assert (await gitops.api.get(env_url)).json()["locked"] is True
+
+    setup.repo.write("k8s/cm.yaml", config_map("app", "three"))
+    sha3, answer = await setup.push()
+    from app.core.db import session_scope
+    from app.gitops.models import WebhookDelivery
+
+    def outcome() -> str:
+        with session_scope() as session:
+            return session.get_one(WebhookDelivery, answer["delivery_id"]).outcome
+
+    async def fetch_outcome() -> str:
+        return outcome()
+
+    assert await wait_for(fetch_outcome, lambda o: o != "received", "the delivery") == (
+        "environment_locked"
+    )
+    assert (await gitops.api.post(f"{env_url}/unlock")).json()["locked"] is False
+    sync = await gitops.api.post(f"{env_url}/sync", {})
+    assert sync.status_code == 202
+    synced = await setup.finished(sha3)
+    assert synced["trigger"] == "manual" and synced["status"] == "succeeded"
+    assert kube_cluster.kubectl_json("get", "configmap", "app", "-n", ns)["data"]["key"] == "three"
+
+
+async def test_a_burst_of_pushes_ends_in_at_most_two_deployments_of_the_newest_commit(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    """Fifteen commits pushed at once, then their fifteen deliveries in a burst."""
+    commits = []
+    for index in range(15):
+        setup.repo.write("k8s/cm.yaml", config_map("burst", str(index)))
+        commits.append(setup.repo.commit(f"change {index}"))
+    setup.repo.push()
+    deliveries = []
+    for sha in commits:
+        headers, body = github_push(SECRET, "refs/heads/main", sha)
+        response = await setup.gitops.hook(setup.source, headers, body)
+        assert response.status_code == 202, response.text
+        deliveries.append(response.json()["delivery_id"])
+    last = await setup.finished(commits[-1])
+    assert last["status"] == "succeeded"
+    deployments = await setup.gitops.deployments(setup.env["id"])
+    assert 1 <= len(deployments) <= 2, deployments
+    assert sum(d["coalesced"] + 1 for d in deployments) == len(commits)
+    live = kube_cluster.kubectl_json("get", "configmap", "burst", "-n", setup.namespace)
+    assert live["data"]["key"] == "14"
+    assert len(set(deliveries)) == 15
