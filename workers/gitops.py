@@ -58,10 +58,8 @@ def run_deployment(environment_id: int) -> None:
     enqueued for one environment; all but one find nothing to do."""
     with session_scope() as session:
         claimed = queue.claim_next(session, environment_id)
-        if isinstance(claimed, queue.RateLimited):
-            enqueue_after_commit(
-                session, run_deployment, environment_id, delay_ms=queue.RATE_LIMITED_RETRY_MS
-            )
+        if isinstance(claimed, queue.Wait):
+            enqueue_after_commit(session, run_deployment, environment_id, delay_ms=claimed.delay_ms)
             return
         if claimed is None:
             return

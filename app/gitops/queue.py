@@ -10,7 +10,8 @@ following the newest commit.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -95,16 +96,41 @@ def running(session: Session, environment_id: int) -> Deployment | None:
     )
 
 
-class RateLimited:
-    """The project started its allowance of deployments in the last minute."""
+@dataclass(frozen=True)
+class Wait:
+    """Not yet: look again after `delay_ms` (rate limit, or a burst still arriving)."""
+
+    delay_ms: int
 
 
-RATE_LIMITED = RateLimited()
+def _settle_delay(session: Session, queued: Deployment, now: datetime) -> int:
+    """Milliseconds the queued deployment should still wait for a burst to end. One that
+    waited behind another deployment (or follows one that just ended) starts only once no
+    delivery has changed it for the quiet period, so a burst of any length within the maximum
+    wait ends as one more deployment; an idle environment starts at once."""
+    settings = get_gitops_settings()
+    quiet = timedelta(milliseconds=settings.coalesce_quiet_ms)
+    if now - queued.created_at >= timedelta(milliseconds=settings.coalesce_max_wait_ms):
+        return 0
+    recent = session.scalar(
+        select(Deployment.id)
+        .where(
+            Deployment.environment_id == queued.environment_id,
+            Deployment.id != queued.id,
+            Deployment.finished_at > now - quiet,
+        )
+        .limit(1)
+    )
+    if queued.coalesced == 0 and recent is None:
+        return 0
+    remaining = queued.updated_at + quiet - now
+    return max(0, int(remaining.total_seconds() * 1000))
 
 
-def claim_next(session: Session, environment_id: int) -> Deployment | RateLimited | None:
-    """Start the environment's queued deployment unless one is running (then it waits) or the
-    project is over its rate. None when there is nothing to start."""
+def claim_next(session: Session, environment_id: int) -> Deployment | Wait | None:
+    """Start the environment's queued deployment unless one is running (it waits; the one that
+    finishes wakes it), a burst is still arriving, or the project is over its rate (`Wait`).
+    None when there is nothing to start."""
     environment = lock_environment(session, environment_id)
     if environment is None or running(session, environment_id) is not None:
         return None
@@ -127,7 +153,10 @@ def claim_next(session: Session, environment_id: int) -> Deployment | RateLimite
         )
     )
     if (started or 0) >= get_gitops_settings().project_deployments_per_minute:
-        return RATE_LIMITED
+        return Wait(RATE_LIMITED_RETRY_MS)
+    settle = _settle_delay(session, queued, now)
+    if settle > 0:
+        return Wait(settle)
     queued.status = DeploymentStatus.running
     queued.step = DeploymentStep.apply
     queued.started_at = now

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from app.auth.dependencies import PrincipalDep, SessionDep
 from app.auth.models import Role
+from app.core.errors import AppError
 from app.core.pagination import Page, PageParams, make_page, page_params
 from app.gitops import repository, service
 from app.gitops.schemas import (
@@ -249,6 +250,24 @@ async def rollback(
     return DeploymentRead.of(await service.rollback(session, principal, project_id, deployment_id))
 
 
+MAX_HOOK_BODY = 5 * 1024 * 1024  # GitHub caps payloads at 25 MB; pushes are far smaller
+
+
+async def _bounded_body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_HOOK_BODY:
+            raise PayloadTooLargeError()
+    return bytes(body)
+
+
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    code = "payload_too_large"
+    message = "The webhook body is larger than 5 MiB."
+
+
 @hooks_router.post(
     "/{hook_id}",
     status_code=status.HTTP_202_ACCEPTED,
@@ -265,7 +284,7 @@ async def receive_webhook(
     the body) or generic (`X-Clusterport-Signature: sha256=<hex HMAC>`, body
     `{"ref": "refs/heads/main", "commit": "<sha>"}`, optional `X-Clusterport-Delivery`).
     Answers within milliseconds; deployments run in workers. Each delivery id counts once."""
-    body = await request.body()
+    body = await _bounded_body(request)
     code, answer = await service.receive_hook(session, hook_id, request.headers, body)
     response.status_code = code
     return answer

@@ -22,6 +22,10 @@ class GitOpsSettings(BaseSettings):
     command_timeout: float = 60.0
     # Deployments a project may start per minute; a queued one waits (keeping the newest commit).
     project_deployments_per_minute: int = 30
+    # A deployment that queued behind another starts once deliveries have been quiet this
+    # long (a burst ends as one deployment of its newest commit), or after the maximum wait.
+    coalesce_quiet_ms: int = 1_000
+    coalesce_max_wait_ms: int = 30_000
     # How often a running deployment's health is looked at (a delayed re-enqueue).
     health_poll_ms: int = 250
     # Paths of the tools; found on PATH when unset.

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("allow_local_network", "worker")
 def config_map(name: str, value: str = "v", namespace: str | None = None) -> str:
     ns = f"\n  namespace: {namespace}" if namespace else ""
     return (
-        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}{ns}\ndata:\n  key: {value}\n"
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}{ns}\ndata:\n  key: '{value}'\n"
     )
 
 
