@@ -182,7 +182,7 @@ def _render(ctx: _Context) -> tuple[list[dict[str, Any]], str]:
     commit = ctx.commit or git.resolve_ref(ctx.remote, ctx.ref or "")
     repo = git.fetch(ctx.remote, commit, ctx.ref)
     with tempfile.TemporaryDirectory(prefix="clusterport-checkout-") as tmp:
-        git.checkout(repo, commit, ctx.render.paths, Path(tmp))
+        git.checkout(repo, commit, ctx.render.checkout_paths, Path(tmp))
         return render(Path(tmp), ctx.render), commit
 
 

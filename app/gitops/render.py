@@ -29,6 +29,12 @@ class RenderSpec:
     release: str
     helm_values_file: str | None = None
 
+    @property
+    def checkout_paths(self) -> list[str]:
+        """What to check out: the paths, and the values file wherever it lives."""
+        extra = [self.helm_values_file] if self.helm_values_file else []
+        return list(dict.fromkeys([*self.paths, *extra]))
+
 
 def _plain_files(root: Path, path: str) -> list[tuple[str, str]]:
     target = root / path
