@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
-from tests.kube.helpers import Project
-from tests.support.git_server import GitServer, git_server
-from tests.support.kubeapi import unique_name
+from tests.gitops.webhooks import github_push, gitlab_push
+from tests.kube.helpers import Project, wait_for
+from tests.support.git_server import GitServer, WorkingCopy, git_server
+from tests.support.kubeapi import KubeCluster, unique_name
 
 
 @pytest.fixture
@@ -84,3 +85,77 @@ class GitOps:
 @pytest.fixture
 async def gitops(admin: Api) -> GitOps:
     return GitOps(await Project.create(admin))
+
+
+SECRET = "a-webhook-secret-0123456789"
+FINISHED = {"succeeded", "failed", "timed_out", "awaiting_confirmation"}
+
+
+def config_map(name: str, value: str = "v", namespace: str | None = None) -> str:
+    ns = f"\n  namespace: {namespace}" if namespace else ""
+    return (
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}{ns}\ndata:\n  key: '{value}'\n"
+    )
+
+
+def service(name: str) -> str:
+    return (
+        f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n"
+        "  selector: {app: web}\n  ports: [{port: 80}]\n"
+    )
+
+
+class Setup:
+    def __init__(
+        self,
+        gitops: GitOps,
+        repo: WorkingCopy,
+        source: dict[str, Any],
+        env: dict[str, Any],
+        namespace: str,
+    ) -> None:
+        self.gitops, self.repo, self.source, self.env, self.namespace = (
+            gitops,
+            repo,
+            source,
+            env,
+            namespace,
+        )
+
+    async def push(self, *, via: str = "github") -> tuple[str, dict[str, Any]]:
+        sha = self.repo.commit_and_push()
+        headers, body = (
+            github_push(SECRET, "refs/heads/main", sha)
+            if via == "github"
+            else gitlab_push(SECRET, "refs/heads/main", sha)
+        )
+        response = await self.gitops.hook(self.source, headers, body)
+        assert response.status_code == 202, response.text
+        return sha, response.json()
+
+    async def finished(self, commit: str) -> dict[str, Any]:
+        """The deployment of `commit`, once finished, with its objects."""
+
+        async def latest() -> dict[str, Any] | None:
+            for item in reversed(await self.gitops.deployments(self.env["id"])):
+                if item["commit_sha"] == commit and item["status"] in FINISHED:
+                    return await self.gitops.deployment(item["id"])
+            return None
+
+        result: dict[str, Any] = await wait_for(latest, lambda d: d is not None, f"deploy {commit}")
+        return result
+
+
+@pytest.fixture
+async def setup(
+    gitops: GitOps, git_repos: GitServer, kube_cluster: KubeCluster, tmp_path: Path
+) -> Setup:
+    namespace = unique_name("gitops")
+    kube_cluster.kubectl("create", "namespace", namespace)
+    cluster = await gitops.project.connected_cluster(kube_cluster)
+    repo = git_repos.create(unique_name("app"), tmp_path)
+    source = await gitops.source(
+        git_repos.url_of(repo.path.name), webhook_secret=SECRET, paths=["k8s"]
+    )
+    env = await gitops.environment(source["id"], cluster["id"], namespace, max_prune_share=0.9)
+    return Setup(gitops, repo, source, env, namespace)
