@@ -28,9 +28,12 @@ from app.gitops.models import (
     GitOpsEnvironment,
     GitSource,
     RenderMode,
+    SyncStatus,
+    Trigger,
 )
 from app.gitops.render import RenderSpec, render
 from app.gitops.settings import get_gitops_settings
+from app.gitops_engine.drift import is_drifted
 from app.gitops_engine.health import HealthState
 from app.gitops_engine.manifests import ManifestError, ObjectRef, digest
 from app.gitops_engine.order import prune_order
@@ -346,6 +349,7 @@ def check_health(deployment_id: int) -> None:
                 enqueue_after_commit(session, run_deployment, deployment.environment_id)
             else:
                 queue.finish(session, deployment, DeploymentStatus.succeeded)
+            _schedule_drift_check(session, deployment)
         elif deployment.health_deadline_at is not None and utcnow() > deployment.health_deadline_at:
             queue.finish(
                 session,
@@ -436,6 +440,97 @@ def prune_deployment(deployment_id: int) -> None:
             queue.finish(session, deployment, DeploymentStatus.succeeded)
 
 
+def _schedule_drift_check(session: Session, deployment: Deployment) -> None:
+    delay = get_gitops_settings().drift_interval_seconds * 1000
+    enqueue_after_commit(
+        session, check_drift, deployment.environment_id, deployment.id, delay_ms=delay
+    )
+
+
+def _last_applied(session: Session, environment_id: int) -> Deployment | None:
+    """The environment's newest deployment that applied everything it rendered."""
+    return session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.environment_id == environment_id,
+            Deployment.status.in_(
+                [DeploymentStatus.succeeded, DeploymentStatus.awaiting_confirmation]
+            ),
+        )
+        .order_by(Deployment.id.desc())
+        .limit(1)
+        .options(undefer(Deployment.manifests))
+    )
+
+
+@dramatiq.actor(max_retries=0)
+def check_drift(environment_id: int, chain_of: int | None = None) -> None:
+    """Compare the live objects with what the last successful deployment applied; record
+    `in_sync` or `drifted` with the drifted objects, and with self-heal queue a re-apply of
+    exactly those manifests. `chain_of`: the deployment whose periodic chain this is; the chain
+    ends when a newer deployment (with its own chain) exists."""
+    with session_scope() as session:
+        environment = session.get(GitOpsEnvironment, environment_id)
+        if environment is None:
+            return
+        last = _last_applied(session, environment_id)
+        if last is None or last.manifests is None:
+            return
+        if chain_of is not None and last.id != chain_of:
+            return
+        busy = queue.running(session, environment_id) is not None
+        cluster = session.get(Cluster, environment.cluster_id)
+        connection = connection_of(cluster) if cluster is not None else None
+        target = Target(
+            namespace=environment.namespace,
+            environment_id=environment.id,
+            allow_cluster_scoped=environment.allow_cluster_scoped,
+            extra_namespaces=tuple(environment.extra_namespaces),
+        )
+        manifests, last_id = last.manifests, last.id
+        pinned = (last.ref, last.commit_sha, last.digest)
+    if busy or connection is None:
+        drifted = None
+    else:
+        try:
+            with connection.client() as kube:
+                prepared = prepare(manifests, target, applier.discovered_scopes(kube, manifests))
+                drifted = [
+                    ObjectRef.of(obj)
+                    for obj in prepared.objects
+                    if is_drifted(obj, kube.objects.get(*_ref_args(ObjectRef.of(obj))))
+                ]
+        except (KubeError, UnsafeURLError, ManifestError) as exc:
+            log.info("drift_check_failed", environment_id=environment_id, code=exc.code)
+            drifted = None
+    with session_scope() as session:
+        environment = session.get(GitOpsEnvironment, environment_id)
+        if environment is None:
+            return
+        if drifted is not None:
+            environment.sync_status = SyncStatus.drifted if drifted else SyncStatus.in_sync
+            environment.drifted_objects = [r.to_dict() for r in drifted]
+            environment.drift_checked_at = utcnow()
+            if drifted and environment.self_heal:
+                queue.request(
+                    session,
+                    environment,
+                    trigger=Trigger.self_heal,
+                    triggered_by="drift-check",
+                    ref=pinned[0],
+                    commit_sha=pinned[1],
+                    manifests=manifests,
+                    digest=pinned[2],
+                )
+        if chain_of is not None:
+            delay = get_gitops_settings().drift_interval_seconds * 1000
+            enqueue_after_commit(session, check_drift, environment_id, last_id, delay_ms=delay)
+
+
+def _ref_args(ref: ObjectRef) -> tuple[str, str, str, str]:
+    return ref.api_version, ref.kind, ref.namespace, ref.name
+
+
 @dramatiq.actor(max_retries=0)
 def resume_deployment(deployment_id: int) -> None:
     """For the periodic reconciler: continue a deployment whose job was lost."""
@@ -453,6 +548,7 @@ def resume_deployment(deployment_id: int) -> None:
 
 __all__ = [
     "apply_deployment",
+    "check_drift",
     "check_health",
     "handle_delivery",
     "prune_deployment",

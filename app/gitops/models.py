@@ -54,6 +54,7 @@ class Trigger(enum.StrEnum):
     poll = "poll"
     manual = "manual"
     rollback = "rollback"
+    self_heal = "self_heal"
 
 
 class SyncStatus(enum.StrEnum):

@@ -166,6 +166,22 @@ async def sync_environment(
     return DeploymentRead.of(deployment)
 
 
+@router.post(
+    "/environments/{environment_id}/drift-check",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="check_gitops_drift",
+)
+async def check_drift(
+    project_id: int, environment_id: int, session: SessionDep, principal: PrincipalDep
+) -> EnvironmentRead:
+    """Compare the cluster with the last applied manifests now (developer); `sync_status`
+    and `drifted_objects` change when the check has run. Checks also run on their own every
+    `CLUSTERPORT_GITOPS_DRIFT_INTERVAL_SECONDS` after a successful deployment."""
+    return EnvironmentRead.of(
+        await service.request_drift_check(session, principal, project_id, environment_id)
+    )
+
+
 @router.post("/environments/{environment_id}/unlock", operation_id="unlock_gitops_environment")
 async def unlock_environment(
     project_id: int, environment_id: int, session: SessionDep, principal: PrincipalDep

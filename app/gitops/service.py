@@ -251,6 +251,16 @@ async def delete_environment(
     await session.delete(environment)
 
 
+async def request_drift_check(
+    session: AsyncSession, principal: Principal, project_id: int, environment_id: int
+) -> GitOpsEnvironment:
+    environment = await get_environment(
+        session, principal, project_id, environment_id, Role.developer
+    )
+    enqueue_after_commit(session, actor_named("check_drift"), environment.id)
+    return environment
+
+
 async def unlock(
     session: AsyncSession, principal: Principal, project_id: int, environment_id: int
 ) -> GitOpsEnvironment:

@@ -28,6 +28,8 @@ class GitOpsSettings(BaseSettings):
     coalesce_max_wait_ms: int = 30_000
     # How often a running deployment's health is looked at (a delayed re-enqueue).
     health_poll_ms: int = 250
+    # Seconds between drift checks of an environment (after each successful deployment).
+    drift_interval_seconds: int = 180
     # Paths of the tools; found on PATH when unset.
     kubectl: str = "kubectl"
     helm: str = "helm"

@@ -4,6 +4,7 @@ server -> render -> server-side apply -> inventory, prune, prune guard, rollback
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,43 @@ async def test_a_burst_of_pushes_ends_in_at_most_two_deployments_of_the_newest_c
     live = kube_cluster.kubectl_json("get", "configmap", "burst", "-n", setup.namespace)
     assert live["data"]["key"] == "14"
     assert len(set(deliveries)) == 15
+
+
+async def test_drift_is_detected_and_self_heal_restores_the_applied_objects(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    gitops, ns = setup.gitops, setup.namespace
+    env_url = f"{gitops.base}/environments/{setup.env['id']}"
+    setup.repo.write("k8s/cm.yaml", config_map("kept", "git") + "---\n" + config_map("other"))
+    sha, _ = await setup.push()
+    assert (await setup.finished(sha))["status"] == "succeeded"
+
+    async def checked(since: str | None) -> dict[str, Any]:
+        assert (await gitops.api.post(f"{env_url}/drift-check")).status_code == 202
+        response = await wait_for(
+            lambda: gitops.api.get(env_url),
+            lambda r: r.json()["drift_checked_at"] not in (None, since),
+            "a drift check",
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    env = await checked(None)
+    assert env["sync_status"] == "in_sync" and env["drifted_objects"] == []
+
+    kube_cluster.kubectl("patch", "configmap", "kept", "-n", ns, "-p", '{"data":{"key":"hand"}}')
+    kube_cluster.kubectl("delete", "configmap", "other", "-n", ns)
+    env = await checked(env["drift_checked_at"])
+    assert env["sync_status"] == "drifted"
+    assert {o["name"] for o in env["drifted_objects"]} == {"kept", "other"}
+
+    await gitops.api.patch(env_url, {"self_heal": True})
+    await checked(env["drift_checked_at"])
+    healed = await wait_for(
+        lambda: gitops.deployments(setup.env["id"]),
+        lambda items: items[-1]["trigger"] == "self_heal" and items[-1]["status"] == "succeeded",
+        "the self-heal deployment",
+    )
+    assert healed[-1]["commit_sha"] == sha
+    assert kube_cluster.kubectl_json("get", "configmap", "kept", "-n", ns)["data"]["key"] == "git"
+    assert kube_cluster.kubectl("get", "configmap", "other", "-n", ns, check=False).returncode == 0

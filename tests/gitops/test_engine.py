@@ -173,3 +173,27 @@ def test_job_pvc_crd_and_missing_objects() -> None:
 def test_digest_is_stable_under_key_order() -> None:
     assert digest([{"a": 1, "b": 2}]) == digest([{"b": 2, "a": 1}])
     assert digest([{"a": 1}]) != digest([{"a": 2}])
+
+
+def test_drift_ignores_what_the_server_adds_but_not_what_it_changes() -> None:
+    from app.gitops_engine.drift import is_drifted
+
+    desired = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "labels": {"a": "b"}},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    live = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "labels": {"a": "b"}, "uid": "x", "resourceVersion": "9"},
+        "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"},
+        "status": {},
+    }
+    assert not is_drifted(desired, live)
+    assert is_drifted(desired, None)
+    live["spec"]["ports"] = [{"port": 81, "protocol": "TCP"}]  # type: ignore[index]
+    assert is_drifted(desired, live)
+    live["spec"]["ports"] = [{"port": 80}, {"port": 443}]  # type: ignore[index]
+    assert is_drifted(desired, live)
