@@ -118,8 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _GitHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, token: str | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, root: Path, token: str | None, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.root = root
         self.token = token
         self.requests = 0
@@ -203,3 +203,22 @@ def git_server(root: Path, token: str | None = None) -> Iterator[GitServer]:
         yield server
     finally:
         server.stop()
+
+
+def main() -> None:
+    """`python -m tests.support.git_server DIR [--port P] [--token T]`: serve the bare
+    repositories in DIR over smart HTTP on 127.0.0.1 until interrupted (pushes allowed)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--port", type=int, default=9418)
+    parser.add_argument("--token", default=None, help="require this token (basic auth password)")
+    args = parser.parse_args()
+    server = _GitHTTPServer(args.root.resolve(), args.token, port=args.port)
+    print(f"serving {args.root} at http://127.0.0.1:{server.server_address[1]}/<name>.git")
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
