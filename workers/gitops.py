@@ -81,6 +81,7 @@ class _Context:
     manifests: list[dict[str, Any]] | None
     commit: str | None
     ref: str | None
+    trigger: str
     remote: git.Remote
     render: RenderSpec
     connection: Connection | None
@@ -121,6 +122,7 @@ def _context(session: Session, deployment_id: int, step: DeploymentStep) -> _Con
         manifests=deployment.manifests,
         commit=deployment.commit_sha,
         ref=deployment.ref,
+        trigger=deployment.trigger,
         remote=git.Remote(source.url, source.token),
         render=RenderSpec(
             mode=RenderMode(source.render),
@@ -181,8 +183,23 @@ def _row(ref: ObjectRef, action: str, result: str, **values: Any) -> DeploymentO
     )
 
 
+def _commit_to_deploy(ctx: _Context) -> str:
+    """Webhooks may arrive out of order, so a push to a branch deploys the branch's head when
+    the deployment starts: the pushed commit or one pushed after it (after a force-push to an
+    older commit, that older commit). Manual syncs to a revision and rollbacks keep theirs."""
+    follows_branch = ctx.trigger == Trigger.delivery and (ctx.ref or "").startswith("refs/heads/")
+    if ctx.commit is not None and not follows_branch:
+        return ctx.commit
+    try:
+        return git.resolve_ref(ctx.remote, ctx.ref or "")
+    except SourceError as exc:
+        if ctx.commit is not None and exc.code == "commit_not_found":
+            return ctx.commit  # the branch is gone since: deploy what was pushed
+        raise
+
+
 def _render(ctx: _Context) -> tuple[list[dict[str, Any]], str]:
-    commit = ctx.commit or git.resolve_ref(ctx.remote, ctx.ref or "")
+    commit = _commit_to_deploy(ctx)
     repo = git.fetch(ctx.remote, commit, ctx.ref)
     with tempfile.TemporaryDirectory(prefix="clusterport-checkout-") as tmp:
         git.checkout(repo, commit, ctx.render.checkout_paths, Path(tmp))

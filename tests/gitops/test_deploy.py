@@ -237,3 +237,41 @@ async def test_drift_is_detected_and_self_heal_restores_the_applied_objects(
     assert healed[-1]["commit_sha"] == sha
     assert kube_cluster.kubectl_json("get", "configmap", "kept", "-n", ns)["data"]["key"] == "git"
     assert kube_cluster.kubectl("get", "configmap", "other", "-n", ns, check=False).returncode == 0
+
+
+async def test_a_force_push_to_an_older_commit_deploys_it_and_late_deliveries_deploy_the_head(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    from tests.support.git_server import git
+
+    gitops, ns = setup.gitops, setup.namespace
+    setup.repo.write("k8s/cm.yaml", config_map("app", "one"))
+    sha1, _ = await setup.push()
+    assert (await setup.finished(sha1))["status"] == "succeeded"
+    setup.repo.write("k8s/cm.yaml", config_map("app", "two"))
+    sha2, _ = await setup.push()
+    assert (await setup.finished(sha2))["status"] == "succeeded"
+
+    git("reset", "-q", "--hard", sha1, cwd=setup.repo.path)
+    setup.repo.push(force=True)
+    headers, body = github_push(SECRET, "refs/heads/main", sha1, before=sha2, forced=True)
+    assert (await gitops.hook(setup.source, headers, body)).status_code == 202
+    history = await wait_for(
+        lambda: gitops.deployments(setup.env["id"]),
+        lambda items: len(items) == 3 and items[-1]["status"] in FINISHED,
+        "the force-push deployment",
+    )
+    assert history[-1]["commit_sha"] == sha1 and history[-1]["status"] == "succeeded"
+    assert kube_cluster.kubectl_json("get", "configmap", "app", "-n", ns)["data"]["key"] == "one"
+
+    # The delivery of the second push arrives late (after the force-push): the branch's head
+    # is deployed, not the stale commit.
+    headers, body = github_push(SECRET, "refs/heads/main", sha2)
+    assert (await gitops.hook(setup.source, headers, body)).status_code == 202
+    history = await wait_for(
+        lambda: gitops.deployments(setup.env["id"]),
+        lambda items: len(items) == 4 and items[-1]["status"] in FINISHED,
+        "the late delivery's deployment",
+    )
+    assert history[-1]["commit_sha"] == sha1
+    assert kube_cluster.kubectl_json("get", "configmap", "app", "-n", ns)["data"]["key"] == "one"
