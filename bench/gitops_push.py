@@ -31,7 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -89,7 +92,7 @@ subjects: [{kind: ServiceAccount, name: web}]
     }
 
 
-async def poll(probe: Any) -> Any:
+async def poll(probe: Callable[[], Any]) -> Any:
     """`probe()` until it is not None (the work happens in the worker threads)."""
     while True:
         result = probe()
@@ -284,7 +287,7 @@ async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
                 write(index)
                 sha = repo.commit_and_push(f"push {index}")
                 delivery_id, elapsed = await deliver(sha)
-                took, status = await poll(lambda: finished(delivery_id))
+                took, status = await poll(partial(finished, delivery_id))
                 if status != "succeeded":
                     raise SystemExit(f"push {index}: deployment {status}")
                 base_took = kubectl_baseline(kubectl, "bench-kubectl", folder, index)
