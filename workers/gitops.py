@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ from app.gitops.models import (
     RenderMode,
     SyncStatus,
     Trigger,
+    WebhookDelivery,
 )
+from app.gitops.refs import is_pattern
 from app.gitops.render import RenderSpec, render
 from app.gitops.settings import get_gitops_settings
 from app.gitops_engine.drift import is_drifted
@@ -548,6 +551,61 @@ def _ref_args(ref: ObjectRef) -> tuple[str, str, str, str]:
     return ref.api_version, ref.kind, ref.namespace, ref.name
 
 
+MIN_POLL_SECONDS = 10
+
+
+@dramatiq.actor(max_retries=0)
+def poll_source(source_id: int) -> None:
+    """Poll fallback: `git ls-remote` the source's ref; a commit no webhook announced becomes a
+    delivery of its own (provider `poll`, recorded once per commit) and deploys like one. Then
+    look again after the interval. A second chain for the same source (the record was polled
+    recently) ends itself."""
+    with session_scope() as session:
+        source = session.scalar(
+            select(GitSource).where(GitSource.id == source_id).options(undefer(GitSource.token))
+        )
+        if source is None or source.poll_interval_seconds <= 0:
+            return
+        interval = max(MIN_POLL_SECONDS, source.poll_interval_seconds)
+        last = source.last_polled_at
+        if last is not None and utcnow() - last < timedelta(seconds=interval / 2):
+            return
+        remote, ref = git.Remote(source.url, source.token), source.ref
+    head = None
+    if not is_pattern(ref):
+        try:
+            head = git.resolve_ref(remote, ref)
+        except SourceError as exc:
+            log.info("poll_failed", source_id=source_id, code=exc.code)
+    with session_scope() as session:
+        source = session.get(GitSource, source_id)
+        if source is None:
+            return
+        source.last_polled_at = utcnow()
+        if head is not None and head != source.last_polled_commit:
+            source.last_polled_commit = head
+            delivery = WebhookDelivery(
+                source_id=source_id,
+                delivery_key=f"poll:{head}",
+                provider="poll",
+                event="poll",
+                ref=ref,
+                commit_sha=head,
+                outcome="received",
+            )
+            exists = session.scalar(
+                select(WebhookDelivery.id).where(
+                    WebhookDelivery.source_id == source_id,
+                    WebhookDelivery.delivery_key == delivery.delivery_key,
+                )
+            )
+            if exists is None:
+                session.add(delivery)
+                session.flush()
+                service.handle_delivery(session, delivery.id)
+        enqueue_after_commit(session, poll_source, source_id, delay_ms=interval * 1000)
+
+
 @dramatiq.actor(max_retries=0)
 def resume_deployment(deployment_id: int) -> None:
     """For the periodic reconciler: continue a deployment whose job was lost."""
@@ -568,6 +626,7 @@ __all__ = [
     "check_drift",
     "check_health",
     "handle_delivery",
+    "poll_source",
     "prune_deployment",
     "resume_deployment",
     "run_deployment",

@@ -83,6 +83,10 @@ class GitSource(TimestampMixin, Base):
     # The webhook URL's id (public, random) and the secret that signs or authenticates it.
     hook_id: Mapped[str] = mapped_column(String(64), unique=True)
     webhook_secret: Mapped[str] = mapped_column(EncryptedString, deferred=True)
+    # Poll fallback (`git ls-remote`), so a lost webhook only delays a deployment; 0 turns it off.
+    poll_interval_seconds: Mapped[int] = mapped_column(Integer, default=180)
+    last_polled_at: Mapped[datetime | None]
+    last_polled_commit: Mapped[str | None] = mapped_column(String(64))
 
 
 class GitOpsEnvironment(TimestampMixin, Base):

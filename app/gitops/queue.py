@@ -87,6 +87,27 @@ def request(
     return queued
 
 
+def newest_commit(session: Session, environment_id: int) -> str | None:
+    """The commit of the environment's newest deployment that is queued, running or applied
+    (a failed one does not count: the same commit may be tried again)."""
+    return session.scalar(
+        select(Deployment.commit_sha)
+        .where(
+            Deployment.environment_id == environment_id,
+            Deployment.status.in_(
+                [
+                    DeploymentStatus.queued,
+                    DeploymentStatus.running,
+                    DeploymentStatus.succeeded,
+                    DeploymentStatus.awaiting_confirmation,
+                ]
+            ),
+        )
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    )
+
+
 def running(session: Session, environment_id: int) -> Deployment | None:
     return session.scalar(
         select(Deployment).where(

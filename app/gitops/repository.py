@@ -127,3 +127,22 @@ def pending_deployments_without_live_job(
         )
     )
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def sources_with_stale_poll(session: Session) -> list[int]:
+    """Ids of polled sources not polled for two intervals: their poll chain was lost (a crash,
+    a lost message). The periodic reconciler enqueues `poll_source` for each."""
+    now = utcnow()
+    rows = session.execute(
+        select(
+            GitSource.id,
+            GitSource.poll_interval_seconds,
+            GitSource.last_polled_at,
+            GitSource.created_at,
+        ).where(GitSource.poll_interval_seconds > 0)
+    )
+    return [
+        source_id
+        for source_id, interval, polled, created in rows
+        if now - (polled or created) > timedelta(seconds=2 * interval + 60)
+    ]

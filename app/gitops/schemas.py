@@ -62,6 +62,13 @@ class SourceCreate(BaseModel):
         description="Secret for the webhook (GitLab token, GitHub or generic HMAC key); "
         "generated and shown once when omitted.",
     )
+    poll_interval_seconds: int = Field(
+        default=180,
+        ge=0,
+        le=86400,
+        description="Look for new commits with `git ls-remote` this often, so a lost webhook "
+        "only delays a deployment (0: never; tag patterns are not polled).",
+    )
 
 
 class SourceUpdate(BaseModel):
@@ -74,6 +81,7 @@ class SourceUpdate(BaseModel):
     render: RenderMode | None = None
     helm_values_file: RepoPath | None = None
     webhook_secret: WebhookSecret | None = None
+    poll_interval_seconds: int | None = Field(default=None, ge=0, le=86400)
 
 
 class SourceRead(BaseModel):
@@ -87,6 +95,9 @@ class SourceRead(BaseModel):
     render: RenderMode
     helm_values_file: str | None
     hook_path: str = Field(description="POST webhooks here (relative to the API's base URL).")
+    poll_interval_seconds: int
+    last_polled_at: datetime | None
+    last_polled_commit: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -103,6 +114,9 @@ class SourceRead(BaseModel):
             render=RenderMode(row.render),
             helm_values_file=row.helm_values_file,
             hook_path=f"/api/v1/hooks/{row.hook_id}",
+            poll_interval_seconds=row.poll_interval_seconds,
+            last_polled_at=row.last_polled_at,
+            last_polled_commit=row.last_polled_commit,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

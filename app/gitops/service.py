@@ -63,6 +63,17 @@ async def _check_url(url: str) -> None:
 # --- sources ---------------------------------------------------------------------------------
 
 
+def _start_polling(session: AsyncSession, source: GitSource) -> None:
+    """The poll chain of a source: each run re-enqueues itself after the interval."""
+    if source.poll_interval_seconds > 0:
+        enqueue_after_commit(
+            session,
+            actor_named("poll_source"),
+            source.id,
+            delay_ms=source.poll_interval_seconds * 1000,
+        )
+
+
 async def get_source(
     session: AsyncSession, principal: Principal, project_id: int, source_id: int, role: Role
 ) -> GitSource:
@@ -94,9 +105,11 @@ async def create_source(
         helm_values_file=data.helm_values_file if data.render is RenderMode.helm else None,
         hook_id=secrets.token_urlsafe(24),
         webhook_secret=data.webhook_secret.get_secret_value() if data.webhook_secret else generated,
+        poll_interval_seconds=data.poll_interval_seconds,
     )
     session.add(source)
     await session.flush()
+    _start_polling(session, source)
     record_audit(
         session,
         principal,
@@ -129,6 +142,11 @@ async def update_source(
     for field in ("ref", "paths", "render", "helm_values_file"):
         if changes.get(field) is not None:
             setattr(source, field, getattr(data, field))
+    if data.poll_interval_seconds is not None:
+        was_off = source.poll_interval_seconds == 0
+        source.poll_interval_seconds = data.poll_interval_seconds
+        if was_off:
+            _start_polling(session, source)
     record_audit(
         session,
         principal,
@@ -517,11 +535,15 @@ def handle_delivery(session: Session, delivery_id: int) -> list[int]:
         if environment.locked:
             outcome = "environment_locked"
             continue
+        if queue.newest_commit(session, environment.id) == delivery.commit_sha:
+            outcome = "up_to_date"  # the same (repository, ref, commit) is deployed or queued
+            continue
+        poll = delivery.provider == "poll"
         deployment = queue.request(
             session,
             environment,
-            trigger=Trigger.delivery,
-            triggered_by=f"webhook:{delivery.provider}",
+            trigger=Trigger.poll if poll else Trigger.delivery,
+            triggered_by="poll" if poll else f"webhook:{delivery.provider}",
             ref=delivery.ref,
             commit_sha=delivery.commit_sha,
             delivery_id=delivery.id,

@@ -275,3 +275,37 @@ async def test_a_force_push_to_an_older_commit_deploys_it_and_late_deliveries_de
     )
     assert history[-1]["commit_sha"] == sha1
     assert kube_cluster.kubectl_json("get", "configmap", "app", "-n", ns)["data"]["key"] == "one"
+
+
+async def test_poll_fallback_deploys_a_push_whose_webhook_was_lost(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    from app.core.db import session_scope
+    from app.gitops.models import GitSource, WebhookDelivery
+    from workers.gitops import poll_source
+
+    def forget_last_poll() -> None:
+        with session_scope() as session:
+            session.get_one(GitSource, setup.source["id"]).last_polled_at = None
+
+    setup.repo.write("k8s/cm.yaml", config_map("polled", "lost-webhook"))
+    sha = setup.repo.commit_and_push()  # no webhook
+    poll_source(setup.source["id"])
+    polled = await setup.finished(sha)
+    assert polled["status"] == "succeeded" and polled["trigger"] == "poll"
+    live = kube_cluster.kubectl_json("get", "configmap", "polled", "-n", setup.namespace)
+    assert live["data"]["key"] == "lost-webhook"
+
+    # A push whose webhook did arrive is not deployed a second time by the next poll.
+    setup.repo.write("k8s/cm.yaml", config_map("polled", "webhook"))
+    sha2, _ = await setup.push()
+    assert (await setup.finished(sha2))["trigger"] == "delivery"
+    forget_last_poll()
+    poll_source(setup.source["id"])
+    with session_scope() as session:
+        outcomes = [
+            (d.provider, d.outcome)
+            for d in session.query(WebhookDelivery).order_by(WebhookDelivery.id)
+        ]
+    assert outcomes[-1] == ("poll", "up_to_date")
+    assert len(await setup.gitops.deployments(setup.env["id"])) == 2
