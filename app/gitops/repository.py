@@ -47,6 +47,12 @@ async def list_sources(
     return list((await session.scalars(query)).all())
 
 
+async def sources_with_token(session: AsyncSession, source_ids: list[int]) -> set[int]:
+    """Which of the sources have a token (without loading or decrypting any)."""
+    query = select(GitSource.id).where(GitSource.id.in_(source_ids), GitSource.token.is_not(None))
+    return set((await session.scalars(query)).all())
+
+
 async def source_name_taken(session: AsyncSession, project_id: int, name: str) -> bool:
     query = select(GitSource.id).where(GitSource.project_id == project_id, GitSource.name == name)
     return (await session.scalar(query)) is not None

@@ -49,9 +49,8 @@ async def list_sources(
 ) -> Page[SourceRead]:
     principal.require_project(project_id, Role.reporter)
     rows, cursor = make_page(await repository.list_sources(session, project_id, params), params)
-    items = [
-        SourceRead.of(r, has_token=await repository.source_has_token(session, r.id)) for r in rows
-    ]
+    tokens = await repository.sources_with_token(session, [r.id for r in rows])
+    items = [SourceRead.of(r, has_token=r.id in tokens) for r in rows]
     return Page(items=items, next_cursor=cursor)
 
 

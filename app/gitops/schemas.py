@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
@@ -320,7 +320,3 @@ class DeploymentRead(BaseModel):
 class HookAccepted(BaseModel):
     status: str = Field(description="`accepted`, `duplicate`, `pong` or `ignored`.")
     delivery_id: int | None = None
-
-
-def as_dict(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")

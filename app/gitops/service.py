@@ -33,6 +33,7 @@ from app.gitops.models import (
     Trigger,
     WebhookDelivery,
 )
+from app.gitops.refs import ref_matches
 from app.gitops.schemas import (
     DeploymentRead,
     EnvironmentCreate,
@@ -514,8 +515,6 @@ async def receive_hook(
 def handle_delivery(session: Session, delivery_id: int) -> list[int]:
     """Queue a deployment of the pushed commit for every auto-syncing, unlocked environment
     of the source that follows the pushed ref (actor side). Returns the deployment ids."""
-    from app.gitops.refs import ref_matches
-
     delivery = session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.outcome != "received":
         return []

@@ -177,3 +177,15 @@ async def test_generic_hmac_unknown_hooks_and_bad_bodies(gitops: GitOps) -> None
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_payload"
     missing = await gitops.api.client.post("/api/v1/hooks/nope", content=body, headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "hook_not_found"
+
+
+async def test_sources_list_in_pages(gitops: GitOps) -> None:
+    for index in range(3):
+        await gitops.source(PUBLIC_GIT, name=f"s{index}", token="t" if index == 1 else None)
+    first = (await gitops.api.get(f"{gitops.base}/sources", params={"limit": 2})).json()
+    assert [s["name"] for s in first["items"]] == ["s0", "s1"]
+    assert [s["has_token"] for s in first["items"]] == [False, True]
+    rest = await gitops.api.get(
+        f"{gitops.base}/sources", params={"limit": 2, "cursor": first["next_cursor"]}
+    )
+    assert [s["name"] for s in rest.json()["items"]] == ["s2"]
