@@ -16,9 +16,32 @@ from urllib.parse import quote, urlencode
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from app.kube.errors import KubeError, KubeNotFoundError, error_for_status, translate
+from app.kube.errors import (
+    KubeError,
+    KubeInvalidError,
+    KubeNotFoundError,
+    error_for_status,
+    translate,
+)
 
 _TRANSLATED = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+_APPLY = "application/apply-patch"
+
+
+def _apply_error(status: int, data: bytes | None) -> KubeError:
+    """Server-side apply answers 500 when a field has the wrong type (a number where the schema
+    wants a string): that is an invalid object, not a server failure. The body is read only
+    to tell the two apart; nothing of it is kept."""
+    if status == 500 and data:
+        try:
+            message = str(json.loads(data).get("message", ""))
+        except (ValueError, AttributeError):
+            message = ""
+        if message.startswith("failed to create typed patch object"):
+            return KubeInvalidError(422)
+    return error_for_status(status)
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,8 @@ class Dynamic:
             raise translate(exc) from exc
         status = int(response.status)
         if not 200 <= status <= 299:
+            if content_type.startswith(_APPLY):
+                raise _apply_error(status, data)
             raise error_for_status(status)
         try:
             parsed: dict[str, Any] = json.loads(data) if data else {}
@@ -122,7 +147,8 @@ class Dynamic:
         return self._request(
             "PATCH",
             resource.path(str(meta.get("namespace") or ""), str(meta["name"])),
-            query={"fieldManager": field_manager, "force": "true"},
+            # Strict: an unknown or duplicated field is refused, not silently dropped.
+            query={"fieldManager": field_manager, "force": "true", "fieldValidation": "Strict"},
             body=obj,
             content_type="application/apply-patch+yaml",
         )
