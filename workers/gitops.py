@@ -242,8 +242,10 @@ def _apply(deployment_id: int) -> None:
             outcome = applier.apply(kube, prepared.objects)
             if outcome.waiting_for_crds:
                 with session_scope() as session:
-                    deployment = session.get_one(Deployment, deployment_id)
-                    deployment.updated_at = utcnow()
+                    waiting = session.get(Deployment, deployment_id)
+                    if waiting is None:
+                        return
+                    waiting.updated_at = utcnow()
                     enqueue_after_commit(
                         session, apply_deployment, deployment_id, delay_ms=CRD_WAIT_DELAY_MS
                     )
@@ -291,8 +293,8 @@ def _apply(deployment_id: int) -> None:
         _fail(deployment_id, exc.code, exc.message)
         return
     with session_scope() as session:
-        deployment = session.get_one(Deployment, deployment_id)
-        if deployment.status != DeploymentStatus.running:
+        deployment = session.get(Deployment, deployment_id)  # None: its environment was deleted
+        if deployment is None or deployment.status != DeploymentStatus.running:
             return
         environment = session.get_one(GitOpsEnvironment, deployment.environment_id)
         environment.inventory = [r.to_dict() for r in owned]
@@ -333,8 +335,8 @@ def check_health(deployment_id: int) -> None:
         _fail(deployment_id, exc.code, exc.message)
         return
     with session_scope() as session:
-        deployment = session.get_one(Deployment, deployment_id)
-        if deployment.status != DeploymentStatus.running:
+        deployment = session.get(Deployment, deployment_id)  # None: its environment was deleted
+        if deployment is None or deployment.status != DeploymentStatus.running:
             return
         failed = None
         progressing = None
@@ -436,7 +438,9 @@ def prune_deployment(deployment_id: int) -> None:
     except (KubeError, UnsafeURLError) as exc:
         error = exc
     with session_scope() as session:
-        deployment = session.get_one(Deployment, deployment_id)
+        deployment = session.get(Deployment, deployment_id)
+        if deployment is None:
+            return
         environment = session.get_one(GitOpsEnvironment, deployment.environment_id)
         environment.inventory = [r.to_dict() for r in sorted(inventory - set(pruned))]
         for row in session.scalars(
