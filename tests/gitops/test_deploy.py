@@ -331,3 +331,30 @@ async def test_poll_fallback_deploys_a_push_whose_webhook_was_lost(
         ]
     assert outcomes[-1] == ("poll", "up_to_date")
     assert len(await setup.gitops.deployments(setup.env["id"])) == 2
+
+
+async def test_an_unreachable_cluster_fails_the_deployment_with_a_code(
+    setup: Setup, kube_cluster: KubeCluster
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gitops = setup.gitops
+    gone = await gitops.project.add_cluster(
+        kube_cluster, url=f"https://127.0.0.1:{port}", environment_scope="gone"
+    )
+    env = await gitops.environment(setup.source["id"], gone["id"], setup.namespace)
+    setup.repo.write("k8s/cm.yaml", config_map("anywhere"))
+    sha, _ = await setup.push()
+
+    async def failed() -> dict[str, Any] | None:
+        items = await gitops.deployments(env["id"])
+        return items[-1] if items and items[-1]["status"] in FINISHED else None
+
+    result = await wait_for(failed, lambda d: d is not None, "the failed deployment")
+    assert result["status"] == "failed" and result["error"]["code"] == "unreachable"
+    assert result["commit_sha"] == sha
+    # The environment on the reachable cluster deployed the same push.
+    assert (await setup.finished(sha))["status"] == "succeeded"
