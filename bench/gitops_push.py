@@ -42,9 +42,13 @@ sys.path.insert(0, str(REPO))
 SECRET = "bench-webhook-secret-0123456789"
 
 
+WITH_PODS = True
+
+
 def manifests(index: int) -> dict[str, str]:
-    """The 10 objects at push `index`."""
-    return {
+    """The 10 objects at push `index` (without pods: a ConfigMap instead of the Deployment,
+    for clusters where no pod can run)."""
+    files = {
         "deployment.yaml": f"""apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: web}}
@@ -90,6 +94,11 @@ subjects: [{kind: ServiceAccount, name: web}]
         "pdb.yaml": "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\n"
         "spec:\n  minAvailable: 1\n  selector: {matchLabels: {app: web}}\n",
     }
+    if not WITH_PODS:
+        files["deployment.yaml"] = (
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web}}\ndata: {{push: '{index}'}}\n"
+        )
+    return files
 
 
 async def poll(probe: Callable[[], Any]) -> Any:
@@ -137,7 +146,8 @@ def kubectl_baseline(kubectl: Kubectl, namespace: str, folder: Path, index: int)
         (folder / name).write_text(text)
     start = time.perf_counter()
     kubectl("apply", "--server-side", "--field-manager=bench", "-n", namespace, "-f", str(folder))
-    kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=300s")
+    if WITH_PODS:
+        kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=300s")
     return time.perf_counter() - start
 
 
@@ -145,7 +155,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pushes", type=int, default=50)
     parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument(
+        "--without-pods", action="store_true", help="no Deployment (clusters without kwok)"
+    )
     args = parser.parse_args()
+    global WITH_PODS
+    WITH_PODS = not args.without_pods
 
     from tests.support.services import start_test_services
 
