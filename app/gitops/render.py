@@ -1,6 +1,6 @@
 """Rendering a checked-out commit into objects: plain YAML, Kustomize or a Helm chart.
 
-Kustomize runs as `kubectl kustomize` and Helm as `helm template`, the real binaries (installed
+Kustomize runs as `kubectl kustomize` (or a standalone `kustomize build`) and Helm as `helm template`, the real binaries (installed
 by scripts/kube-tools and in the image), with an empty environment and a time limit.
 """
 
@@ -102,12 +102,12 @@ def render(root: Path, spec: RenderSpec) -> list[dict[str, Any]]:
         if spec.mode is RenderMode.plain:
             files += _plain_files(root, path)
         elif spec.mode is RenderMode.kustomize:
-            files.append(
-                (
-                    f"{path} (kustomize)",
-                    _run([settings.kubectl, "kustomize", path], "kustomize", root),
-                )
+            command = (
+                [settings.kustomize, "build", path]
+                if settings.kustomize
+                else [settings.kubectl, "kustomize", path]
             )
+            files.append((f"{path} (kustomize)", _run(command, "kustomize", root)))
         else:
             args = [settings.helm, "template", spec.release, path, "--namespace", spec.namespace]
             if spec.helm_values_file:

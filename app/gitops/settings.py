@@ -32,6 +32,8 @@ class GitOpsSettings(BaseSettings):
     drift_interval_seconds: int = 180
     # Paths of the tools; found on PATH when unset.
     kubectl: str = "kubectl"
+    # A standalone kustomize (`kustomize build`); unset: `kubectl kustomize`.
+    kustomize: str | None = None
     helm: str = "helm"
     git: str = "git"
 
