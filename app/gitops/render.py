@@ -1,7 +1,8 @@
 """Rendering a checked-out commit into objects: plain YAML, Kustomize or a Helm chart.
 
-Kustomize runs as `kubectl kustomize` (or a standalone `kustomize build`) and Helm as `helm template`, the real binaries (installed
-by scripts/kube-tools and in the image), with an empty environment and a time limit.
+Kustomize runs as `kubectl kustomize` (or a standalone `kustomize build`) and Helm as
+`helm template`, the real binaries (installed by scripts/kube-tools and in the image), with an
+empty environment and a time limit.
 """
 
 from __future__ import annotations
