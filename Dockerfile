@@ -1,9 +1,18 @@
 # syntax=docker/dockerfile:1
-# One image for every clusterport command: api, agent-server, worker, migrate, agent, serve.
+# One image for every clusterport command: api, agent-server, worker, migrate, agent, serve;
+# add-on install pods run its `helm`.
 #   docker build -t clusterport .
 #   docker run --rm clusterport --help
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG GO_IMAGE=golang:1.26-bookworm
+ARG HELM_VERSION=v3.19.0
+
+# --- helm: add-on install pods run `helm` from this image (built from source, no download) ---
+FROM ${GO_IMAGE} AS helm
+ARG HELM_VERSION
+RUN CGO_ENABLED=0 GOBIN=/out go install -trimpath -ldflags "-s -w" \
+        "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 
 # --- build: the locked dependencies in /opt/venv, the project installed from /app ---
 FROM ${PYTHON_IMAGE} AS build
@@ -58,6 +67,7 @@ RUN groupadd --system --gid 10001 clusterport \
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
+COPY --from=helm /out/helm /usr/local/bin/helm
 WORKDIR /app
 
 ENV PATH=/opt/venv/bin:$PATH \

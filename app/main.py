@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.addons.router import catalogue_router as addon_catalogue_router
+from app.addons.router import router as addons_router
 from app.agents.router import router as agents_router
 from app.audit.router import router as audit_router
 from app.auth.router import router as auth_router
@@ -51,6 +53,8 @@ def create_app() -> FastAPI:
         eks_router,
         gitops_router,
         hooks_router,
+        addons_router,
+        addon_catalogue_router,
     ):
         app.include_router(router)
     return app

@@ -1,5 +1,6 @@
 """Every ORM model, imported in one place so Alembic and mappers see the whole schema."""
 
+from app.addons.models import ClusterAddon
 from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
 from app.audit.models import AuditEvent
 from app.auth.models import AccessToken
@@ -27,6 +28,7 @@ __all__ = [
     "AwsExternalId",
     "Base",
     "Cluster",
+    "ClusterAddon",
     "ClusterResourceCache",
     "Deployment",
     "DeploymentObject",

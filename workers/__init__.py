@@ -6,6 +6,6 @@ from app.core.settings import get_settings
 
 broker = setup_broker(get_settings())
 
-from workers import cluster_state, clusters, eks, gitops, namespaces  # noqa: E402
+from workers import addons, cluster_state, clusters, eks, gitops, namespaces  # noqa: E402
 
-__all__ = ["broker", "cluster_state", "clusters", "eks", "gitops", "namespaces"]
+__all__ = ["addons", "broker", "cluster_state", "clusters", "eks", "gitops", "namespaces"]

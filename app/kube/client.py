@@ -159,6 +159,7 @@ class KubeClient:
         self.core = _Guarded(k8s.CoreV1Api(api_client))
         self.rbac = _Guarded(k8s.RbacAuthorizationV1Api(api_client))
         self.apps = _Guarded(k8s.AppsV1Api(api_client))
+        self.batch = _Guarded(k8s.BatchV1Api(api_client))  # Jobs (add-on installs)
         self.networking = _Guarded(k8s.NetworkingV1Api(api_client))
         self.apiextensions = _Guarded(k8s.ApiextensionsV1Api(api_client))
         self.custom_objects = _Guarded(k8s.CustomObjectsApi(api_client))

@@ -139,7 +139,12 @@ def start_agent_server(
     proc = AgentServerProc(
         replica, *ports, process=start("agent-server", ["agent-server"], env, tmp), env=env
     )
-    wait_until(proc.ready, "the agent server to be ready")
+    try:
+        # A process start on a loaded machine can take a while: the deadline is generous.
+        wait_until(proc.ready, "the agent server to be ready", timeout=120.0)
+    except BaseException:
+        proc.process.stop(signal.SIGKILL)  # never leave a half-started server behind
+        raise
     return proc
 
 

@@ -1,20 +1,41 @@
 """Pytest plugin: a real Kubernetes API for the tests (session fixture `kube_cluster`).
 
 Preference order: `KUBECONFIG` of a disposable cluster, then testcontainers K3s when a Docker
-engine answers, then kube-apiserver + etcd + kube-controller-manager built by scripts/kube-tools
-and started by scripts/kube-up on random loopback ports in a temporary directory.
+engine answers, then the cluster of scripts/kube-up (binaries from scripts/kube-tools) on random
+loopback ports in a temporary directory.
+
+That local cluster runs workloads without a kubelet: kube-scheduler binds pods to one fake node
+(`kwok-node`) whose kubelet is kwok, so no container runs but pods go Running and Ready at once,
+Deployments become Available and pods of Jobs succeed (the Job completes). kwok also serves:
+
+- `kubectl exec POD -- CMD` runs CMD on this machine in `KubeCluster.exec_workdir` (a failing CMD
+  gives kubectl an internal error mentioning `exit status N`, not the exit code N);
+- `kubectl logs POD` prints the lines of `KubeCluster.pod_log` (the same file for every pod and
+  container; add lines with `KubeCluster.append_pod_log`);
+- `kubectl port-forward POD L:ANY` reaches `KubeCluster.forward_target`, a loopback HTTP server of
+  this test session that answers every GET with `forwarded <path>` and echoes a POST body.
+
+To make a pod FAIL on purpose, give it the label `POD_FAILS_LABEL` (value `"true"`, e.g. in a
+Job's or Deployment's pod template): a second or two after it runs it ends `Failed` (container
+terminated, exit code 1; annotations `pod-container-running-failed.stage.kwok.x-k8s.io/exit-code`,
+`.../reason`, `.../message` change those). A Job with `backoffLimit: 0` then fails; a Deployment's
+rollout never becomes Available (its ReplicaSet keeps replacing the failed pods).
+Those fields are None on clusters not started by kube-up (KUBECONFIG, K3s).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +47,8 @@ K8S_VERSION = "v1.37.2"
 # Namespace and names of the cluster-admin service account made on clusters we did not start.
 ADMIN_SA_NAMESPACE = "kube-system"
 ADMIN_SA_NAME = "clusterport-tests"
+# Label (value "true") that makes kwok fail a running pod; see the module docstring.
+POD_FAILS_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
 
 HOW_TO_PROVIDE = (
     "No Kubernetes API for the tests. Provide one of: KUBECONFIG pointing at a disposable "
@@ -44,6 +67,17 @@ class KubeCluster:
     kubeconfig: Path
     kubectl_path: str
     source: str
+    # Only on the local kwok-backed cluster (see the module docstring).
+    exec_workdir: Path | None = None
+    pod_log: Path | None = None
+    forward_target: str | None = None
+
+    def append_pod_log(self, text: str) -> None:
+        """Add a line to what `kubectl logs` prints for every pod (local cluster only)."""
+        assert self.pod_log is not None, "pod logs come from kwok on the local cluster only"
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self.pod_log.open("a") as log:
+            log.write(f"{now} stdout F {text}\n")
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
@@ -205,26 +239,52 @@ def _k3s(workdir: Path) -> Iterator[KubeCluster]:
         yield _adopt_cluster(str(source), workdir, "k3s")
 
 
+class _ForwardTarget(BaseHTTPRequestHandler):
+    """What `kubectl port-forward` reaches on the local cluster."""
+
+    def do_GET(self) -> None:
+        self._answer(f"forwarded {self.path}".encode())
+
+    def do_POST(self) -> None:
+        self._answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+    def _answer(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def _local(workdir: Path) -> Iterator[KubeCluster]:
     bin_dir = tools_bin_dir()
-    missing = [
-        t
-        for t in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
-        if not (bin_dir / t).is_file()
-    ]
+    tools = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    missing = [t for t in (*tools, "kwok") if not (bin_dir / t).is_file()]
     if missing:
         pytest.fail(f"missing {', '.join(missing)} in {bin_dir}. {HOW_TO_PROVIDE}", pytrace=False)
     state = workdir / "control-plane"
-    env = {**os.environ, "CLUSTERPORT_TOOLS_DIR": str(bin_dir.parent.parent)}
-    up = subprocess.run(
-        [str(SCRIPTS / "kube-up"), str(state)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    target = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardTarget)
+    target.daemon_threads = True
+    threading.Thread(target=target.serve_forever, name="port-forward-target", daemon=True).start()
+    env = {
+        **os.environ,
+        "CLUSTERPORT_TOOLS_DIR": str(bin_dir.parent.parent),
+        "CLUSTERPORT_KWOK_FORWARD_PORT": str(target.server_port),
+        # kube-up's watchdog stops the cluster even if this process dies without teardown.
+        "CLUSTERPORT_KUBE_OWNER_PID": str(os.getpid()),
+    }
     try:
+        up = subprocess.run(
+            [str(SCRIPTS / "kube-up"), str(state)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if up.returncode != 0:
             pytest.fail(f"scripts/kube-up failed:\n{up.stderr}", pytrace=False)
         yield KubeCluster(
@@ -234,11 +294,16 @@ def _local(workdir: Path) -> Iterator[KubeCluster]:
             kubeconfig=state / "kubeconfig",
             kubectl_path=str(bin_dir / "kubectl"),
             source="local",
+            exec_workdir=state / "exec",
+            pod_log=state / "pods.log",
+            forward_target=f"127.0.0.1:{target.server_port}",
         )
     finally:
         subprocess.run(
             [str(SCRIPTS / "kube-down"), str(state)], capture_output=True, timeout=60, check=False
         )
+        target.shutdown()
+        target.server_close()
 
 
 @pytest.fixture(scope="session")
