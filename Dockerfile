@@ -43,8 +43,21 @@ COPY workers ./workers
 RUN uv sync --frozen --no-dev \
  && python -m compileall -q app workers migrations
 
+# --- tools: the renderers GitOps runs (helm template, kustomize build), from the Go module proxy
+FROM golang:1.26-bookworm AS tools
+ARG HELM_VERSION=v3.19.0
+ARG KUSTOMIZE_VERSION=v5.8.3
+RUN GOBIN=/out CGO_ENABLED=0 go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" \
+ && GOBIN=/out CGO_ENABLED=0 go install "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}"
+
 # --- runtime: the interpreter, the virtualenv and /app; no uv, no build tools ---
 FROM ${PYTHON_IMAGE} AS runtime
+
+# git fetches manifest repositories for GitOps.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=tools /out/helm /out/kustomize /usr/local/bin/
 
 RUN groupadd --system --gid 10001 clusterport \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
@@ -62,7 +75,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     CLUSTERPORT_LOG_FORMAT=json \
     CLUSTERPORT_BIND_HOST=0.0.0.0 \
-    CLUSTERPORT_DATA_DIR=/var/lib/clusterport
+    CLUSTERPORT_DATA_DIR=/var/lib/clusterport \
+    CLUSTERPORT_GITOPS_KUSTOMIZE=/usr/local/bin/kustomize
 
 # Numeric user so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001

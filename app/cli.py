@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_keys_generate
     )
     from app.agent_server.cli import register_commands
+    from app.gitops.cli import add_deployments_parser
     from app.providers.aws.cli import add_wait_parser
 
     register_commands(sub)
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="clusters_command", required=True
     )
     add_wait_parser(clusters)
+    add_deployments_parser(sub)
     return parser
 
 

@@ -14,6 +14,8 @@ from app.cluster_state.router import router as cluster_state_router
 from app.clusters.router import instance_router as instance_clusters_router
 from app.clusters.router import router as clusters_router
 from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.gitops.router import hooks_router
+from app.gitops.router import router as gitops_router
 from app.namespaces.router import environments_router
 from app.namespaces.router import router as namespaces_router
 from app.projects.router import router as projects_router
@@ -53,6 +55,8 @@ def create_app() -> FastAPI:
         instance_clusters_router,
         instance_agents_router,
         eks_router,
+        gitops_router,
+        hooks_router,
         addons_router,
         addon_catalogue_router,
     ):

@@ -14,6 +14,13 @@ from app.cluster_state.models import ClusterResourceCache
 from app.clusters.models import Cluster, KubernetesPlatform
 from app.core.db import Base
 from app.core.jobs import OutboxJob
+from app.gitops.models import (
+    Deployment,
+    DeploymentObject,
+    GitOpsEnvironment,
+    GitSource,
+    WebhookDelivery,
+)
 from app.namespaces.models import ProjectNamespace
 from app.projects.models import Project
 from app.providers.aws.models import AwsExternalId, EksProvider
@@ -31,9 +38,14 @@ __all__ = [
     "Cluster",
     "ClusterAddon",
     "ClusterResourceCache",
+    "Deployment",
+    "DeploymentObject",
     "EksProvider",
+    "GitOpsEnvironment",
+    "GitSource",
     "KubernetesPlatform",
     "OutboxJob",
     "Project",
     "ProjectNamespace",
+    "WebhookDelivery",
 ]

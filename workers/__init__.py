@@ -6,6 +6,15 @@ from app.core.settings import get_settings
 
 broker = setup_broker(get_settings())
 
-from workers import addons, cluster_state, clusters, eks, namespaces, reconcile  # noqa: E402
+from workers import addons, cluster_state, clusters, eks, gitops, namespaces, reconcile  # noqa: E402
 
-__all__ = ["addons", "broker", "cluster_state", "clusters", "eks", "namespaces", "reconcile"]
+__all__ = [
+    "addons",
+    "broker",
+    "cluster_state",
+    "clusters",
+    "eks",
+    "gitops",
+    "namespaces",
+    "reconcile",
+]

@@ -1,9 +1,9 @@
 """The periodic work every worker does: relay the outbox, and reconcile pending records.
 
 `PENDING_WORK` lists each domain's query of records whose pending state has no live job; a
-new domain with a pending state adds its repository's `PENDING` here. Add-ons track their runs
-with a sequence number of their own and have their own reconciling actor, sent on the same
-schedule.
+new domain with a pending state adds its repository's `PENDING` here. Add-ons and GitOps
+deployments track their steps their own way and have their own reconciling actors, sent on the
+same schedule.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from app.core.reconcile import PendingWork, reconcile
 from app.core.settings import get_settings
 from app.namespaces import repository as namespaces_repository
 from workers.addons import reconcile_addons
+from workers.gitops import reconcile_gitops
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +87,7 @@ class PeriodicWorkMiddleware(Middleware):
                 if time.monotonic() >= next_reconcile:
                     reconcile_pending.send()
                     reconcile_addons.send()
+                    reconcile_gitops.send()
                     next_reconcile = time.monotonic() + settings.reconcile_interval_seconds
             except Exception as exc:  # logged once per outage; the next round tries again
                 if is_database_outage(exc):

@@ -22,6 +22,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from app.core.ssrf import resolve_target
+from app.kube.dynamic import Dynamic
 from app.kube.errors import KubeError, KubeUnexpectedResponseError, translate
 
 CONNECT_TIMEOUT = 5.0
@@ -150,7 +151,8 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
 
 class KubeClient:
     """Every API group from one object: `core`, `rbac`, `apps`, `networking`, `apiextensions`,
-    `custom_objects` (any CRD group), plus discovery and `version()`. Methods of the group
+    `custom_objects` (any CRD group), `objects` (any kind by apiVersion/kind, server-side
+    apply), plus discovery and `version()`. Methods of the group
     properties are the official client's (`create_namespace`, `read_namespaced_secret`, ...) and
     take dicts as bodies; they raise `KubeError` subclasses."""
 
@@ -166,6 +168,8 @@ class KubeClient:
         self._version = _Guarded(k8s.VersionApi(api_client))
         self._apis = _Guarded(k8s.ApisApi(api_client))
         self._core_api = _Guarded(k8s.CoreApi(api_client))
+        # Any kind by apiVersion/kind (rendered manifests): apply, get, delete, discovery.
+        self.objects = Dynamic(api_client)
 
     @classmethod
     def from_platform(

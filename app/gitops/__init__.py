@@ -1,0 +1,1 @@
+"""GitOps records and routes: manifest sources, environments, webhook deliveries, deployments."""

@@ -1,0 +1,391 @@
+"""Benchmark: a git push to healthy objects, and a burst of pushes to one environment.
+
+Push to healthy: 10 objects (a Deployment with 2 replicas, a Service, ConfigMaps, a Secret, a
+ServiceAccount, a Role and RoleBinding, a PodDisruptionBudget); each push changes a ConfigMap
+and the Deployment's pod template, so every push is a real rollout. clusterport's time is from
+the webhook's arrival (the delivery's `received_at`) to the deployment's `finished_at`
+(succeeded: applied, pruned, every object healthy). The baseline in the same run, alternating
+with it, on the same cluster: `kubectl apply --server-side -f DIR` then `kubectl rollout
+status` on the same objects in a namespace of its own.
+
+Burst: N commits pushed at once, then their N webhooks as fast as one client sends them; it
+reports how many deployments ran, whether the newest commit is the one applied, and whether
+every delivery was recorded.
+
+Everything is real and on loopback: Postgres and RabbitMQ (`scripts/services`), a
+kube-apiserver with controller-manager, scheduler and kwok (`scripts/kube-up`), a git server
+(`git http-backend`), the API (in process, ASGI) and a Dramatiq worker (in process, 4 threads).
+
+Run: `eval "$(scripts/services)"; eval "$(scripts/kube-tools --exports)";
+uv run python bench/gitops_push.py [--pushes 50] [--burst 100]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SECRET = "bench-webhook-secret-0123456789"
+
+
+WITH_PODS = True
+
+
+def manifests(index: int) -> dict[str, str]:
+    """The 10 objects at push `index` (without pods: a ConfigMap instead of the Deployment,
+    for clusters where no pod can run)."""
+    files = {
+        "deployment.yaml": f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  strategy: {{rollingUpdate: {{maxSurge: 2, maxUnavailable: 0}}}}
+  template:
+    metadata:
+      labels: {{app: web}}
+      annotations: {{bench/push: "{index}"}}
+    spec:
+      serviceAccountName: web
+      containers:
+      - name: web
+        image: registry.example.invalid/web:1
+""",
+        "service.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n"
+        "  selector: {app: web}\n  ports: [{port: 80}]\n",
+        "config.yaml": "\n---\n".join(
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n"
+            f"data: {{push: '{value}'}}"
+            for name, value in (("settings", index), ("features", 1), ("limits", 1))
+        )
+        + "\n",
+        "secret.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: web}\n"
+        "stringData: {password: not-a-real-one}\n",
+        "rbac.yaml": """apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: web}
+rules: [{apiGroups: [""], resources: [configmaps], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: web}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: web}
+subjects: [{kind: ServiceAccount, name: web}]
+""",
+        "pdb.yaml": "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\n"
+        "spec:\n  minAvailable: 1\n  selector: {matchLabels: {app: web}}\n",
+    }
+    if not WITH_PODS:
+        files["deployment.yaml"] = (
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web}}\ndata: {{push: '{index}'}}\n"
+        )
+    return files
+
+
+async def poll(probe: Callable[[], Any]) -> Any:
+    """`probe()` until it is not None (the work happens in the worker threads)."""
+    while True:
+        result = probe()
+        if result is not None:
+            return result
+        await asyncio.sleep(0.01)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(values, 50) * 1000, 1),
+        "p95_ms": round(percentile(values, 95) * 1000, 1),
+        "mean_ms": round(statistics.fmean(values) * 1000, 1),
+    }
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+
+    def __call__(self, *args: str, input: str | None = None) -> str:
+        proc = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+
+def kubectl_baseline(kubectl: Kubectl, namespace: str, folder: Path, index: int) -> float:
+    for name, text in manifests(index).items():
+        (folder / name).write_text(text)
+    start = time.perf_counter()
+    kubectl("apply", "--server-side", "--field-manager=bench", "-n", namespace, "-f", str(folder))
+    if WITH_PODS:
+        kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=300s")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pushes", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument(
+        "--without-pods", action="store_true", help="no Deployment (clusters without kwok)"
+    )
+    args = parser.parse_args()
+    global WITH_PODS
+    WITH_PODS = not args.without_pods
+
+    from tests.support.services import start_test_services
+
+    services = start_test_services()
+    os.environ.update(
+        CLUSTERPORT_DATABASE_URL=services.database_url,
+        CLUSTERPORT_BROKER_URL=services.broker_url,
+        CLUSTERPORT_ALLOW_LOCAL_NETWORK="true",
+        CLUSTERPORT_LOG_LEVEL="WARNING",
+        CLUSTERPORT_LOG_FORMAT="console",
+    )
+    from cryptography.fernet import Fernet
+
+    os.environ["CLUSTERPORT_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
+    work = Path(tempfile.mkdtemp(prefix="bench-gitops-"))
+    os.environ["CLUSTERPORT_GITOPS_CACHE_DIR"] = str(work / "cache")
+    state = work / "kube"
+    up = subprocess.run(
+        [str(REPO / "scripts/kube-up"), str(state)], capture_output=True, text=True, check=False
+    )
+    if up.returncode != 0:
+        raise SystemExit(f"scripts/kube-up failed:\n{up.stderr}")
+    try:
+        asyncio.run(run(args, work, state))
+    finally:
+        subprocess.run(
+            [str(REPO / "scripts/kube-down"), str(state)], capture_output=True, check=False
+        )
+        from app.core.db import get_engine
+
+        get_engine().dispose()
+        services.close()
+
+
+async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
+    import dramatiq
+    import httpx
+
+    import workers
+    from app.cli import migrate_database
+    from app.core.db import session_scope
+    from app.gitops.models import Deployment, WebhookDelivery
+    from app.main import create_app
+    from tests.conftest import create_admin_token
+    from tests.gitops.webhooks import github_push
+    from tests.support.git_server import git_server
+
+    migrate_database()
+    kubectl = Kubectl(state / "kubeconfig")
+    worker = dramatiq.Worker(workers.broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    (work / "served").mkdir()
+    app = create_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        client.headers["Authorization"] = f"Bearer {create_admin_token()}"
+        with git_server(work / "served") as server:
+            project = (await client.post("/api/v1/projects", json={"name": "bench"})).json()
+            base = f"/api/v1/projects/{project['id']}"
+            for ns in ("bench-clusterport", "bench-kubectl", "bench-burst"):
+                kubectl("create", "namespace", ns)
+            cluster = (
+                await client.post(
+                    f"{base}/clusters",
+                    json={
+                        "name": "local",
+                        "managed": False,
+                        "kubernetes": {
+                            "api_url": (state / "server").read_text().strip(),
+                            "ca_pem": (state / "ca.crt").read_text(),
+                            "token": (state / "token").read_text().strip(),
+                        },
+                    },
+                )
+            ).json()
+            repo = server.create("app", work)
+            source = (
+                await client.post(
+                    f"{base}/gitops/sources",
+                    json={
+                        "name": "app",
+                        "url": server.url_of("app"),
+                        "paths": ["k8s"],
+                        "webhook_secret": SECRET,
+                        "poll_interval_seconds": 0,  # only webhooks in this benchmark
+                    },
+                )
+            ).json()
+
+            async def environment(name: str, namespace: str) -> int:
+                response = await client.post(
+                    f"{base}/gitops/environments",
+                    json={
+                        "name": name,
+                        "source_id": source["id"],
+                        "cluster_id": cluster["id"],
+                        "namespace": namespace,
+                        "auto_sync": name == "push",
+                    },
+                )
+                assert response.status_code == 201, response.text
+                env_id: int = response.json()["id"]
+                return env_id
+
+            push_env = await environment("push", "bench-clusterport")
+
+            def write(index: int) -> None:
+                for name, text in manifests(index).items():
+                    repo.write(f"k8s/{name}", text)
+
+            def finished(delivery_id: int) -> tuple[float, str] | None:
+                with session_scope() as session:
+                    delivery = session.get(WebhookDelivery, delivery_id)
+                    assert delivery is not None
+                    deployment = (
+                        session.query(Deployment)
+                        .filter(Deployment.delivery_id == delivery_id)
+                        .one_or_none()
+                    )
+                    if deployment is None or deployment.finished_at is None:
+                        return None
+                    took = (deployment.finished_at - delivery.received_at).total_seconds()
+                    return took, deployment.status
+
+            async def deliver(sha: str) -> tuple[int, float]:
+                headers, body = github_push(SECRET, "refs/heads/main", sha)
+                start = time.perf_counter()
+                response = await client.post(source["hook_path"], content=body, headers=headers)
+                elapsed = time.perf_counter() - start
+                assert response.status_code == 202, response.text
+                delivery_id: int = response.json()["delivery_id"]
+                return delivery_id, elapsed
+
+            folder = work / "kubectl"
+            folder.mkdir()
+            ours: list[float] = []
+            baseline: list[float] = []
+            hook_latency: list[float] = []
+            for index in range(args.pushes + 1):  # the first of each is a warm-up
+                write(index)
+                sha = repo.commit_and_push(f"push {index}")
+                delivery_id, elapsed = await deliver(sha)
+                took, status = await poll(partial(finished, delivery_id))
+                if status != "succeeded":
+                    raise SystemExit(f"push {index}: deployment {status}")
+                base_took = kubectl_baseline(kubectl, "bench-kubectl", folder, index)
+                if index:
+                    ours.append(took)
+                    baseline.append(base_took)
+                    hook_latency.append(elapsed)
+
+            # Burst: every commit pushed at once, then one delivery per commit.
+            burst_env = await environment("burst", "bench-burst")
+            await client.patch(f"{base}/gitops/environments/{push_env}", json={"auto_sync": False})
+            await client.patch(f"{base}/gitops/environments/{burst_env}", json={"auto_sync": True})
+            commits = []
+            for index in range(args.burst):
+                write(10_000 + index)
+                commits.append(repo.commit(f"burst {index}"))
+            repo.push()
+            start = time.perf_counter()
+            # Ten at a time, as a git host's webhook workers would send them: arrival order is
+            # not push order, and the branch's head is what must end up applied.
+            deliveries = []
+            for chunk in range(0, len(commits), 10):
+                deliveries += await asyncio.gather(
+                    *(deliver(sha) for sha in commits[chunk : chunk + 10])
+                )
+            send_seconds = time.perf_counter() - start
+
+            def burst_state() -> tuple[list[Deployment], int]:
+                with session_scope() as session:
+                    rows = list(
+                        session.query(Deployment)
+                        .filter(Deployment.environment_id == burst_env)
+                        .order_by(Deployment.id)
+                    )
+                    recorded = (
+                        session.query(WebhookDelivery)
+                        .filter(WebhookDelivery.id.in_([d for d, _ in deliveries]))
+                        .count()
+                    )
+                    return rows, recorded
+
+            while True:
+                rows, recorded = burst_state()
+                if rows and all(r.finished_at is not None for r in rows):
+                    with session_scope() as session:
+                        pending = (
+                            session.query(WebhookDelivery)
+                            .filter(WebhookDelivery.outcome == "received")
+                            .count()
+                        )
+                    if pending == 0:
+                        break
+                await asyncio.sleep(0.05)
+            live = json.loads(
+                kubectl("get", "configmap", "settings", "-n", "bench-burst", "-o", "json")
+            )
+    worker.stop()
+    from app.core.db import dispose_engines
+
+    await dispose_engines()
+    report = {
+        "push_to_healthy": {
+            "pushes": len(ours),
+            "clusterport_direct": summary(ours),
+            "kubectl_apply_server_side_plus_rollout_status": summary(baseline),
+            "ratio_p50": round(percentile(ours, 50) / percentile(baseline, 50), 2),
+            "ratio_p95": round(percentile(ours, 95) / percentile(baseline, 95), 2),
+            "webhook_202": summary(hook_latency),
+        },
+        "burst": {
+            "pushes": args.burst,
+            "sent_in_seconds": round(send_seconds, 2),
+            "deployments": len(rows),
+            "statuses": [r.status for r in rows],
+            "newest_commit_applied": rows[-1].commit_sha == commits[-1]
+            and live["data"]["push"] == str(10_000 + args.burst - 1),
+            "deliveries_recorded": recorded,
+            "deliveries_folded_into_deployments": sum(r.coalesced + 1 for r in rows),
+        },
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
