@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     allow_local_network: bool = False
     bootstrap_token: SecretStr | None = None
 
-    log_format: Literal["json", "console"] = "json"
+    # Unset: `console` when stderr is a terminal, `json` otherwise.
+    log_format: Literal["json", "console"] | None = None
     log_level: str = "INFO"
 
     worker_threads: int = 8
