@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_keys_generate
     )
     from app.agent_server.cli import register_commands
+    from app.clusters.cli import add_parser as add_cluster_parser
     from app.providers.aws.cli import add_wait_parser
 
     register_commands(sub)
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="clusters_command", required=True
     )
     add_wait_parser(clusters)
+    add_cluster_parser(clusters)
     return parser
 
 

@@ -52,7 +52,7 @@ class AgentSetup:
     async def connections(self) -> list[dict[str, Any]]:
         response = await self.api.get(f"{self.base}/connections")
         assert response.status_code == 200, response.text
-        rows: list[dict[str, Any]] = response.json()
+        rows: list[dict[str, Any]] = response.json()["items"]
         return rows
 
     async def new_token(self, name: str = "extra") -> dict[str, Any]:
