@@ -135,7 +135,8 @@ def configure_logging(log_format: str | None = None, level: str = "INFO") -> Non
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The kubernetes client and urllib3 can log request and response bodies at DEBUG.
-    for noisy in ("kubernetes", "urllib3", "botocore", "pika"):
+    # websockets logs every connection with a repr; the agent server logs what matters.
+    for noisy in ("kubernetes", "urllib3", "botocore", "pika", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Alembic announces its plugins on every start.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -121,5 +121,5 @@ async def connected(
     """One agent server and one real agent connected to it, in front of the test cluster."""
     server = processes.server()
     agent = processes.agent(server.agent_url, agent_setup.token, kube_cluster.kubeconfig)
-    await eventually(agent_setup.connections, "the agent to connect")
+    await eventually(agent_setup.connections, "the agent to connect", limit=120)
     yield agent_setup, server, agent

@@ -139,7 +139,8 @@ def start_agent_server(
     proc = AgentServerProc(
         replica, *ports, process=start("agent-server", ["agent-server"], env, tmp), env=env
     )
-    wait_until(proc.ready, "the agent server to be ready")
+    # Generous: on a loaded 2-core machine a cold Python start alone can take many seconds.
+    wait_until(proc.ready, "the agent server to be ready", timeout=120)
     return proc
 
 
