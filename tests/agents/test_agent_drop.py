@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.agents.conftest import AgentSetup, Processes, eventually
+from tests.agents.conftest import AgentSetup, Processes
 from tests.agents.support import AgentServerProc, Process
 from tests.agents.test_agent_proxy import https, kubectl, write_kubeconfig
 from tests.support.kubeapi import unique_name
