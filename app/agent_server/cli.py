@@ -13,7 +13,11 @@ from typing import Any
 import uvloop
 import yaml
 
-DEFAULT_PROXY_URL = "https://127.0.0.1:8154"
+
+def default_proxy_url() -> str:
+    """$CLUSTERPORT_AGENT_PROXY_URL, else the local proxy on $CLUSTERPORT_AGENT_PROXY_PORT."""
+    port = os.environ.get("CLUSTERPORT_AGENT_PROXY_PORT", "").strip() or "8154"
+    return os.environ.get("CLUSTERPORT_AGENT_PROXY_URL") or f"https://127.0.0.1:{port}"
 
 
 def register_commands(sub: Any) -> None:
@@ -38,8 +42,9 @@ def register_commands(sub: Any) -> None:
     kubeconfig.add_argument("--agent", type=int, required=True, help="agent id")
     kubeconfig.add_argument(
         "--server",
-        default=os.environ.get("CLUSTERPORT_AGENT_PROXY_URL", DEFAULT_PROXY_URL),
-        help="agent server proxy URL (default: $CLUSTERPORT_AGENT_PROXY_URL or %(default)s)",
+        default=default_proxy_url(),
+        help="agent server proxy URL (default: $CLUSTERPORT_AGENT_PROXY_URL, else "
+        "https://127.0.0.1:$CLUSTERPORT_AGENT_PROXY_PORT, 8154 when unset)",
     )
     kubeconfig.add_argument(
         "--ca-file",

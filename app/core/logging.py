@@ -72,7 +72,12 @@ def default_format(stream: TextIO | None = None) -> str:
 # Lines that libraries print on every start and that say nothing an operator can act on.
 _QUIET_PREFIXES = {
     # Each uvicorn server of a process logs these; the process logs its own banner once.
-    "uvicorn.error": ("Started server process", "Finished server process"),
+    "uvicorn.error": (
+        "Started server process",
+        "Finished server process",
+        "Uvicorn running on",
+        "Shutting down",
+    ),
     "alembic.runtime.migration": ("Context impl", "Will assume"),
 }
 

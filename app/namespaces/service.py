@@ -160,18 +160,17 @@ async def kubeconfig(
     entry: dict[str, object] = {"server": platform.api_url}
     if platform.ca_pem:
         entry["certificate-authority-data"] = base64.b64encode(platform.ca_pem.encode()).decode()
-    name = f"{cluster.name}-{row.namespace}"
+    # Unique per project, cluster and namespace, so several of these files merge
+    # (KUBECONFIG=a:b) without one user or cluster entry replacing another.
+    cluster_name = f"clusterport-{project_id}-{cluster.name}"
+    name = f"{cluster_name}-{row.namespace}"
     return Kubeconfig(
-        clusters=[{"name": cluster.name, "cluster": entry}],
-        users=[{"name": row.service_account_name, "user": {"token": row.service_account_token}}],
+        clusters=[{"name": cluster_name, "cluster": entry}],
+        users=[{"name": name, "user": {"token": row.service_account_token}}],
         contexts=[
             {
                 "name": name,
-                "context": {
-                    "cluster": cluster.name,
-                    "user": row.service_account_name,
-                    "namespace": row.namespace,
-                },
+                "context": {"cluster": cluster_name, "user": name, "namespace": row.namespace},
             }
         ],
         current_context=name,
