@@ -248,6 +248,13 @@ async def _liveness_app(agent: Agent) -> web.AppRunner:
 async def run(settings: AgentSettings) -> None:
     target = choose_target(settings.kubeconfig, settings.kube_context, settings.service_account_dir)
     settings.read_token()  # fail at start, not in the loop, when no token is configured
+    log.info(
+        "agent %s serving %s through %s",
+        VERSION,
+        target.base_url,
+        settings.server_url,
+        extra={"server": settings.server_url},
+    )
     agent = Agent(settings, KubeProxy(target))
     runner = await _liveness_app(agent)
     try:
@@ -264,13 +271,13 @@ def main() -> None:
         common = get_settings()
         settings = AgentSettings()
     except ValidationError as exc:
+        prefix = "CLUSTERPORT_AGENT_" if exc.title == AgentSettings.__name__ else "CLUSTERPORT_"
         problems = "; ".join(
-            f"{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            f"{prefix}{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
             for error in exc.errors()
         )
         raise SystemExit(f"clusterport agent: bad setting: {problems}") from None
     configure_logging(common.log_format, common.log_level)
-    log.info("agent %s starting", VERSION, extra={"server": settings.server_url})
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(run(settings))
 
