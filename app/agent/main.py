@@ -60,9 +60,15 @@ class Agent:
         self.stopping = asyncio.Event()
         self.server_ssl: ssl.SSLContext | None = None
         if settings.server_url.startswith("wss://"):
-            self.server_ssl = ssl.create_default_context(
-                cafile=str(settings.server_ca_file) if settings.server_ca_file else None
-            )
+            try:
+                self.server_ssl = ssl.create_default_context(
+                    cafile=str(settings.server_ca_file) if settings.server_ca_file else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise SystemExit(
+                    f"clusterport agent: cannot load CLUSTERPORT_AGENT_SERVER_CA_FILE "
+                    f"{settings.server_ca_file}: {exc.strerror or exc}"
+                ) from None
 
     async def run_forever(self) -> None:
         try:
@@ -255,7 +261,12 @@ async def run(settings: AgentSettings) -> None:
         settings.server_url,
         extra={"server": settings.server_url},
     )
-    agent = Agent(settings, KubeProxy(target))
+    proxy = KubeProxy(target)
+    try:
+        agent = Agent(settings, proxy)
+    except SystemExit:
+        await proxy.close()
+        raise
     runner = await _liveness_app(agent)
     try:
         await agent.run_forever()
