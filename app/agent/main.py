@@ -196,8 +196,9 @@ def failure_hint(exc: BaseException, settings: AgentSettings) -> tuple[str, str]
             "host is one the certificate names."
         )
     if isinstance(exc, ssl.SSLError):
+        why = getattr(exc, "reason", None) or exc.strerror or "unknown reason"
         return "tls_error", (
-            f"The TLS handshake with {where} failed ({exc.reason or 'unknown reason'}): is that "
+            f"The TLS handshake with {where} failed ({why}): is that "
             "port serving TLS? wss:// needs a TLS port, ws:// a plain one."
         )
     if isinstance(exc, socket.gaierror):
