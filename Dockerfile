@@ -81,8 +81,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 # Numeric user so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 
-# API, agent websocket + Kubernetes API proxy, health/metrics.
-EXPOSE 8080 8150 8151
+# API, agent websocket, health/metrics, Kubernetes API proxy.
+EXPOSE 8080 8150 8151 8154
 
 ENTRYPOINT ["clusterport"]
 CMD ["serve"]

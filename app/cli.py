@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from app.core.cli import CLIError
 from app.core.settings import Settings, get_settings, reset_settings
 
 Command = Callable[[argparse.Namespace], int]
@@ -20,8 +23,12 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _prepare(embedded: bool) -> Settings:
-    """Load settings; in embedded mode fill in the data dir, SQLite file and encryption key."""
+def _prepare(embedded: bool, *, create_data_dir: bool = True) -> Settings:
+    """Load settings; in embedded mode fill in the data dir, SQLite file and encryption key.
+
+    `create_data_dir=False` (admin commands) refuses to start from an empty data dir: a new
+    one would have no tables and no tokens, which is never what the user meant.
+    """
     import app.models  # noqa: F401  (every mapper must be configured before the first query)
     from app.core.crypto import (
         EncryptionKeyError,
@@ -32,6 +39,12 @@ def _prepare(embedded: bool) -> Settings:
     from app.core.logging import configure_logging
 
     settings = get_settings()
+    if embedded and not create_data_dir and not settings.sqlite_path.exists():
+        raise CLIError(
+            f"no clusterport database in {settings.data_dir.resolve()}: run this command in the "
+            "directory where `clusterport serve` ran, or set CLUSTERPORT_DATA_DIR to its data "
+            "dir (or CLUSTERPORT_DATABASE_URL)."
+        )
     if embedded:
         if not settings.database_url:
             private_data_dir(settings.data_dir, settings.sqlite_path)
@@ -66,19 +79,37 @@ def _bootstrap_admin(settings: Settings) -> None:
 
     from app.auth.models import AccessToken
     from app.auth.service import create_bootstrap_admin_token
+    from app.auth.tokens import hash_token
     from app.core.db import session_scope
 
+    preset = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
     with session_scope() as session:
         if session.scalar(select(func.count()).select_from(AccessToken)):
+            known = preset is None or session.scalar(
+                select(AccessToken.id).where(AccessToken.token_hash == hash_token(preset))
+            )
+            if not known:
+                # Said at every start: a silently ignored token means 401s and no clue why.
+                print(
+                    "CLUSTERPORT_BOOTSTRAP_TOKEN is ignored: the database "
+                    f"({_where(settings)}) already has tokens. Create an admin token with "
+                    "`uv run clusterport tokens create --admin` (same directory and settings), "
+                    "or start from an empty data dir.",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return
-        preset = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
         try:
             raw = create_bootstrap_admin_token(session, preset)
         except ValueError as exc:
-            raise SystemExit(_fail(str(exc))) from None
+            raise CLIError(str(exc)) from None
     if preset is None:
         # Printed once, to the terminal only; it is stored as a hash.
         print(f"Admin token (shown once): {raw}", file=sys.stderr, flush=True)
+
+
+def _where(settings: Settings) -> str:
+    return "CLUSTERPORT_DATABASE_URL" if settings.database_url else str(settings.data_dir.resolve())
 
 
 def _start_worker(settings: Settings) -> object:
@@ -120,18 +151,22 @@ async def _run_http(settings: Settings, *, with_agent_server: bool) -> None:
         make_server(create_health_app(settings), settings.bind_host, settings.health_port),
     ]
     tasks = []
+    agent_server: Any = None
     if with_agent_server:
-        from app.agent_server.cli import serve_hook
+        from app.agent_server.cli import build_server
 
-        tasks.append(serve_hook(settings))
+        agent_server = build_server()
+        tasks.append(lambda stop: agent_server.run(stop, with_health=False))
 
-    def started() -> None:
-        print(
-            f"clusterport API on http://{settings.bind_host}:{settings.api_port} "
-            f"(docs at /docs), health on :{settings.health_port}",
-            file=sys.stderr,
-            flush=True,
+    async def started() -> None:
+        banner = (
+            f"clusterport API on http://{settings.bind_host}:{settings.api_port} (docs at /docs), "
         )
+        if agent_server is not None:
+            await agent_server.listening.wait()
+            banner += agent_server.describe() + ", "
+        banner += f"health on http://{settings.bind_host}:{settings.health_port}"
+        logging.getLogger("clusterport").info(banner)
 
     await run_servers(servers, tasks, on_started=started)
 
@@ -177,7 +212,7 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
     if not args.admin:
         return _fail("only --admin tokens are created here; use the API for project tokens.")
-    _prepare(embedded=not get_settings().database_url)
+    _prepare(embedded=not get_settings().database_url, create_data_dir=False)
     with session_scope() as session:
         token, raw = new_token(name=args.name, role=Role.admin, project_id=None)
         session.add(token)
@@ -203,7 +238,7 @@ def cmd_reencrypt(args: argparse.Namespace) -> int:
     from app.core.db import session_scope
     from app.core.reencrypt import reencrypt_all
 
-    _prepare(embedded=not get_settings().database_url)
+    _prepare(embedded=not get_settings().database_url, create_data_dir=False)
     with session_scope() as session:
         count = reencrypt_all(session)
     print(f"re-encrypted {count} secrets with the first key", file=sys.stderr)
@@ -248,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_keys_generate
     )
     from app.agent_server.cli import register_commands
+    from app.clusters.cli import add_parser as add_cluster_parser
     from app.gitops.cli import add_deployments_parser
     from app.providers.aws.cli import add_wait_parser
 
@@ -256,14 +292,41 @@ def build_parser() -> argparse.ArgumentParser:
         dest="clusters_command", required=True
     )
     add_wait_parser(clusters)
+    add_cluster_parser(clusters)
     add_deployments_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except CLIError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("CLUSTERPORT_DEBUG"):
+            raise
+        return _fail(_explain(exc))
     return result
+
+
+def _explain(exc: Exception) -> str:
+    """One line for a failure nobody caught, without its message when that may hold secrets."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, OperationalError | DBAPIError):
+        return (
+            "the database failed or cannot be reached: check CLUSTERPORT_DATABASE_URL and that "
+            "the server runs (CLUSTERPORT_DEBUG=1 shows the traceback)."
+        )
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({exc.filename or 'set CLUSTERPORT_DEBUG=1 for details'})"
+    return (
+        f"unexpected {type(exc).__name__}; run again with CLUSTERPORT_DEBUG=1 for the traceback "
+        "and report it."
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def in_cluster(account_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeTarget:
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host:
-        raise SystemExit("not in a cluster: set CLUSTERPORT_AGENT_KUBECONFIG")
+        raise SystemExit("clusterport agent: not in a pod: set CLUSTERPORT_AGENT_KUBECONFIG")
     if ":" in host:
         host = f"[{host}]"
     context = ssl.create_default_context(cafile=str(account_dir / "ca.crt"))
@@ -48,11 +48,32 @@ def in_cluster(account_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeTarget:
 
 
 def from_kubeconfig(path: Path, context_name: str | None = None) -> KubeTarget:
-    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    try:
+        config: Any = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SystemExit(
+            f"clusterport agent: cannot read kubeconfig {path}: {exc.strerror}"
+        ) from None
+    except yaml.YAMLError:
+        raise SystemExit(f"clusterport agent: kubeconfig {path} is not valid YAML") from None
+    if not isinstance(config, dict):
+        raise SystemExit(f"clusterport agent: {path} is not a kubeconfig")
     name = context_name or config.get("current-context")
-    context = _named(config.get("contexts", []), name)
-    cluster = _named(config.get("clusters", []), context["cluster"])
-    user = _named(config.get("users", []), context.get("user"))
+    if not name:
+        raise SystemExit(
+            f"clusterport agent: {path} has no current context: set CLUSTERPORT_AGENT_KUBE_CONTEXT"
+        )
+    context = _named(path, config.get("contexts") or [], "context", name)
+    cluster = _named(path, config.get("clusters") or [], "cluster", context.get("cluster"))
+    user = _named(path, config.get("users") or [], "user", context.get("user"))
+    if "server" not in cluster:
+        raise SystemExit(f"clusterport agent: cluster of context {name!r} in {path} has no server")
+    if user.get("exec") or user.get("auth-provider"):
+        raise SystemExit(
+            f"clusterport agent: the user of context {name!r} in {path} gets its credentials "
+            "from a plugin, which the agent does not run: use a kubeconfig with a token or a "
+            "client certificate (for example a service account's, `kubectl create token`)"
+        )
     server = str(cluster["server"]).rstrip("/")
     ssl_context: ssl.SSLContext | bool = True
     if server.startswith("https://"):
@@ -71,13 +92,40 @@ def from_kubeconfig(path: Path, context_name: str | None = None) -> KubeTarget:
     return KubeTarget(server, ssl_context, token=token, token_file=token_file)
 
 
-def _named(items: list[dict[str, Any]], name: str | None) -> dict[str, Any]:
+def default_kubeconfig() -> Path | None:
+    """The kubeconfig kubectl would read: the first existing file of $KUBECONFIG, else
+    ~/.kube/config when it exists."""
+    listed = [Path(p).expanduser() for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    for candidate in listed or [Path("~/.kube/config").expanduser()]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def choose_target(
+    kubeconfig: Path | None, context: str | None, account_dir: Path = SERVICE_ACCOUNT_DIR
+) -> KubeTarget:
+    """CLUSTERPORT_AGENT_KUBECONFIG, else the pod's service account, else $KUBECONFIG."""
+    if kubeconfig is not None:
+        return from_kubeconfig(kubeconfig, context)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return in_cluster(account_dir)
+    found = default_kubeconfig()
+    if found is None:
+        raise SystemExit(
+            "clusterport agent: no Kubernetes API to serve: not in a pod, and no kubeconfig "
+            "(set CLUSTERPORT_AGENT_KUBECONFIG or KUBECONFIG)"
+        )
+    return from_kubeconfig(found, context)
+
+
+def _named(path: Path, items: list[Any], kind: str, name: Any) -> dict[str, Any]:
     for item in items:
-        if item.get("name") == name:
-            return dict(item.get("context") or item.get("cluster") or item.get("user") or {})
-    if name is None:
+        if isinstance(item, dict) and item.get("name") == name:
+            return dict(item.get(kind) or {})
+    if name is None and kind == "user":
         return {}
-    raise SystemExit(f"kubeconfig has no entry named {name!r}")
+    raise SystemExit(f"clusterport agent: kubeconfig {path} has no {kind} named {name!r}")
 
 
 def _load_client_cert(context: ssl.SSLContext, user: dict[str, Any]) -> None:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
+import socket
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvloop
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from pydantic import ValidationError
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from app.agent.config import AgentSettings
-from app.agent.kube import from_kubeconfig, in_cluster
+from app.agent.kube import choose_target
 from app.agent.proxy import KubeProxy
+from app.tunnel.frames import AGENT_PATH
 from app.tunnel.session import Limits, Session, SessionClosed
 from app.tunnel.transport import WebsocketTransport
 
@@ -57,9 +62,15 @@ class Agent:
         self.stopping = asyncio.Event()
         self.server_ssl: ssl.SSLContext | None = None
         if settings.server_url.startswith("wss://"):
-            self.server_ssl = ssl.create_default_context(
-                cafile=str(settings.server_ca_file) if settings.server_ca_file else None
-            )
+            try:
+                self.server_ssl = ssl.create_default_context(
+                    cafile=str(settings.server_ca_file) if settings.server_ca_file else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise SystemExit(
+                    f"clusterport agent: cannot load CLUSTERPORT_AGENT_SERVER_CA_FILE "
+                    f"{settings.server_ca_file}: {exc.strerror or exc}"
+                ) from None
 
     async def run_forever(self) -> None:
         try:
@@ -114,11 +125,24 @@ class Agent:
         except InvalidStatus as exc:
             status = exc.response.status_code
             CONNECTS.labels(str(status)).inc()
-            log.warning("server refused the connection", extra={"status": status})
+            code, hint = refusal_hint(status, exc.response.body)
+            log.warning(
+                "agent server refused the connection: HTTP %s %s. %s",
+                status,
+                code,
+                hint,
+                extra={"server": self.settings.server_url, "status": status, "code": code},
+            )
             retry_after = _retry_after(exc.response.headers.get("Retry-After"))
         except (OSError, TimeoutError, InvalidHandshake, SessionClosed) as exc:
-            CONNECTS.labels("error").inc()
-            log.warning("connection failed", extra={"error": type(exc).__name__})
+            reason, hint = failure_hint(exc, self.settings)
+            CONNECTS.labels(reason).inc()
+            log.warning(
+                "cannot connect to the agent server: %s. %s",
+                reason.replace("_", " "),
+                hint,
+                extra={"server": self.settings.server_url, "reason": reason},
+            )
         finally:
             self.session, self.connected = None, False
             CONNECTED.set(0)
@@ -134,6 +158,72 @@ class Agent:
         if self.session is not None:
             # The server drains this connection: leave now, it would refuse new work anyway.
             asyncio.get_running_loop().create_task(self.session.close(1000, "drained"))
+
+
+_REFUSALS = {
+    "invalid_token": "Check CLUSTERPORT_AGENT_TOKEN / CLUSTERPORT_AGENT_TOKEN_FILE: it must be "
+    "a cpa_ token of this agent (POST /api/v1/projects/ID/agents/ID/tokens makes one).",
+    "token_revoked": "The token was revoked: create a new one and update the agent's Secret.",
+    "token_expired": "The token has expired: create a new one and update the agent's Secret.",
+    "unauthorized": "No token was sent: set CLUSTERPORT_AGENT_TOKEN or _TOKEN_FILE.",
+    "not_found": f"Check the path of CLUSTERPORT_AGENT_SERVER_URL: agents connect to {AGENT_PATH}.",
+    "address_denied": "The server's CLUSTERPORT_AGENT_IP_ALLOW / _IP_DENY refuse this address.",
+    "rate_limited": "Too many attempts for this token or address; retrying after Retry-After.",
+    "draining": "The server is shutting down; reconnecting (to another replica if there is one).",
+}
+
+
+def refusal_hint(status: int, body: bytes | bytearray | None) -> tuple[str, str]:
+    """The server's error code for a refused upgrade, and what to check."""
+    try:
+        code = str(json.loads(body or b"")["error"]["code"])[:64]
+    except (ValueError, KeyError, TypeError):
+        # Not our agent server answering (a proxy, an ingress, another service).
+        code = "unknown"
+        return code, (
+            "The answer is not from a clusterport agent server: check the host, port and path "
+            "of CLUSTERPORT_AGENT_SERVER_URL and any proxy or ingress in front of it."
+        )
+    return code, _REFUSALS.get(code, "See the agent server's log for this refusal.")
+
+
+def failure_hint(exc: BaseException, settings: AgentSettings) -> tuple[str, str]:
+    """A short reason label (bounded, for metrics) and what to check, for a failed dial."""
+    url = urlsplit(settings.server_url)
+    where = f"{url.hostname}:{url.port or (443 if url.scheme == 'wss' else 80)}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls_verify_failed", (
+            f"The server's certificate was not accepted ({exc.verify_message}): set "
+            "CLUSTERPORT_AGENT_SERVER_CA_FILE to the CA that signed it, and check that the URL's "
+            "host is one the certificate names."
+        )
+    if isinstance(exc, ssl.SSLError):
+        why = getattr(exc, "reason", None) or exc.strerror or "unknown reason"
+        return "tls_error", (
+            f"The TLS handshake with {where} failed ({why}): is that "
+            "port serving TLS? wss:// needs a TLS port, ws:// a plain one."
+        )
+    if isinstance(exc, socket.gaierror):
+        return "dns_error", f"Cannot resolve {url.hostname}: check CLUSTERPORT_AGENT_SERVER_URL."
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused", (
+            f"Nothing listens on {where}: is the agent server running, and is the port its "
+            "CLUSTERPORT_AGENT_PORT (8150 by default)?"
+        )
+    if isinstance(exc, TimeoutError):
+        return "timeout", f"{where} did not answer in time: check the address and firewalls."
+    if isinstance(exc, SessionClosed):
+        return "handshake_failed", (
+            f"The tunnel closed during its handshake ({exc}): check that the agent and server "
+            "versions are compatible."
+        )
+    if isinstance(exc, InvalidHandshake):
+        return "not_a_websocket", (
+            f"{where} did not accept a websocket ({type(exc).__name__}): check that the URL "
+            "points at the agent server's agent port, with the right scheme (wss:// or ws://)."
+        )
+    assert isinstance(exc, OSError)
+    return "network_error", f"{exc.strerror or type(exc).__name__} while connecting to {where}."
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -166,13 +256,21 @@ async def _liveness_app(agent: Agent) -> web.AppRunner:
 
 async def run(settings: AgentSettings) -> None:
     settings.check_transport()
-    target = (
-        from_kubeconfig(settings.kubeconfig, settings.kube_context)
-        if settings.kubeconfig
-        else in_cluster(settings.service_account_dir)
-    )
+    target = choose_target(settings.kubeconfig, settings.kube_context, settings.service_account_dir)
     settings.read_token()  # fail at start, not in the loop, when no token is configured
-    agent = Agent(settings, KubeProxy(target))
+    log.info(
+        "agent %s serving %s through %s",
+        VERSION,
+        target.base_url,
+        settings.server_url,
+        extra={"server": settings.server_url},
+    )
+    proxy = KubeProxy(target)
+    try:
+        agent = Agent(settings, proxy)
+    except SystemExit:
+        await proxy.close()
+        raise
     runner = await _liveness_app(agent)
     try:
         await agent.run_forever()
@@ -181,9 +279,22 @@ async def run(settings: AgentSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from app.core.logging import configure_logging
+    from app.core.settings import get_settings
+
+    try:
+        common = get_settings()
+        settings = AgentSettings()
+    except ValidationError as exc:
+        prefix = "CLUSTERPORT_AGENT_" if exc.title == AgentSettings.__name__ else "CLUSTERPORT_"
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SystemExit(f"clusterport agent: bad setting: {problems}") from None
+    configure_logging(common.log_format, common.log_level)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(run(AgentSettings()))
+        uvloop.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,14 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import Counter
 
-from app.agent_server.status import HOP_AGENT, HOP_KUBE, HOP_ROUTING, HOP_SERVER, status_response
+from app.agent_server.status import (
+    HOP_AGENT,
+    HOP_KUBE,
+    HOP_ROUTING,
+    HOP_SERVER,
+    status_body,
+    status_response,
+)
 from app.agents.credentials import read_grant
 from app.auth.impersonation import impersonation_headers, is_impersonation_header
 from app.auth.models import Role
@@ -240,13 +247,23 @@ class KubeProxyHandler:
                 if name.lower() not in DROP_RESPONSE:
                     response.headers.add(name, value)
             await response.prepare(request)
+            at_boundary = True  # the last byte sent ends a watch event (or nothing was sent)
             while chunk := await stream.read():
                 await response.write(chunk)
+                at_boundary = chunk.endswith(b"\n")
             await response.write_eof()
             _LOCAL_OK.inc()
             return response
         except StreamReset as exc:
             if response is not None:
+                PROXIED.labels("local", "lost_mid_response").inc()
+                if at_boundary and _is_json_watch(request, response):
+                    # kubectl reads an ERROR event and reports it; a bare end of the stream
+                    # would look like the server closing the watch normally.
+                    await response.write(_watch_error(exc, agent_id))
+                    await response.write_eof()
+                    return response
+                # Anything else is cut short, so the client sees an incomplete response.
                 raise ConnectionResetError("tunnel stream reset mid-response") from None
             PROXIED.labels("local", _reset_label(exc.code)).inc()
             return _reset_status(exc, agent_id)
@@ -455,17 +472,34 @@ def _reset_label(code: int) -> str:
         return "reset_unknown"
 
 
+def _is_json_watch(request: web.Request, response: web.StreamResponse) -> bool:
+    watching = request.query.get("watch") in ("true", "1") or "/watch/" in request.path
+    return watching and response.content_type == "application/json"
+
+
+def _watch_error(exc: StreamReset, agent_id: int) -> bytes:
+    """A watch ERROR event whose Status names the hop that failed."""
+    status = status_body(*_reset_error(exc, agent_id))
+    return json.dumps({"type": "ERROR", "object": status}).encode() + b"\n"
+
+
 def _reset_status(exc: StreamReset, agent_id: int) -> web.Response:
+    return status_response(*_reset_error(exc, agent_id))
+
+
+def _reset_error(exc: StreamReset, agent_id: int) -> tuple[int, str, str, str]:
+    """(HTTP status, code, message, hop) for a stream the agent reset."""
     if exc.code == ResetCode.UPSTREAM_UNREACHABLE:
-        return status_response(
-            502, "kube_apiserver_unreachable", "the agent cannot reach its API server", HOP_KUBE
-        )
+        return 502, "kube_apiserver_unreachable", "the agent cannot reach its API server", HOP_KUBE
     if exc.code == ResetCode.UPSTREAM_TIMEOUT:
-        return status_response(504, "kube_apiserver_timeout", "the API server timed out", HOP_KUBE)
+        return 504, "kube_apiserver_timeout", "the API server timed out", HOP_KUBE
     if exc.code == ResetCode.REFUSED:
-        return status_response(
-            503, "agent_busy", f"agent {agent_id} refused the request (busy or draining)", HOP_AGENT
+        return (
+            503,
+            "agent_busy",
+            f"agent {agent_id} refused the request (busy or draining)",
+            HOP_AGENT,
         )
-    return status_response(
-        502, "agent_stream_failed", f"agent {agent_id} dropped the request", HOP_AGENT
-    )
+    if exc.code == ResetCode.CONNECTION_LOST:
+        return 503, "agent_disconnected", f"agent {agent_id} disconnected", HOP_AGENT
+    return 502, "agent_stream_failed", f"agent {agent_id} dropped the request", HOP_AGENT

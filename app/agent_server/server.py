@@ -21,16 +21,17 @@ from app.agent_server.admission import TokenBuckets, address_allowed, client_add
 from app.agent_server.config import AgentServerSettings
 from app.agent_server.proxy import PREFIX, KubeProxyHandler
 from app.agent_server.store import AgentAuthError, AgentIdentity, AgentStore
-from app.auth.tokens import hash_token
+from app.auth.tokens import display_prefix, hash_token
 from app.core.db import utcnow
-from app.tunnel.frames import CloseCode
+from app.tunnel.frames import AGENT_PATH, CloseCode
 from app.tunnel.session import Limits, Session, SessionClosed
 from app.tunnel.transport import WebsocketTransport
 
 log = logging.getLogger("clusterport.agent_server")
-AGENT_PATH = "/agent/connect"
 CAPABILITIES = ["k8s-proxy", "drain"]
 UPGRADES = Counter("clusterport_agent_upgrades_total", "Agent upgrade requests", ["outcome"])
+# Refusals that happen in normal operation (a restart, a reconnect storm): not warnings.
+_ROUTINE_REFUSALS = frozenset({"rate_limited", "draining"})
 CONNECTIONS = Gauge("clusterport_agent_connections", "Live agent connections on this replica")
 
 
@@ -71,6 +72,8 @@ class AgentServer:
         self._flush = asyncio.Event()
         self.ws_server: Server | None = None
         self.ports: dict[str, int] = {}
+        # Set once every port listens (the startup banner names them).
+        self.listening = asyncio.Event()
 
     # -- agent websocket -----------------------------------------------------------------------
 
@@ -106,7 +109,12 @@ class AgentServer:
         wait = self.token_buckets.take(token_hash)
         if wait:
             return self._refuse(
-                ws, HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "Too many connections.", wait
+                ws,
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many connections.",
+                wait,
+                token=raw,
             )
         try:
             async with self._auth_gate:
@@ -116,7 +124,7 @@ class AgentServer:
         except AgentAuthError as exc:
             self.ip_buckets.take(address)
             self._known_tokens.pop(token_hash, None)
-            return self._refuse(ws, HTTPStatus.UNAUTHORIZED, exc.code, exc.message)
+            return self._refuse(ws, HTTPStatus.UNAUTHORIZED, exc.code, exc.message, token=raw)
         self._known_tokens[token_hash] = None
         while len(self._known_tokens) > 10_000:
             self._known_tokens.pop(next(iter(self._known_tokens)))
@@ -148,8 +156,24 @@ class AgentServer:
         code: str,
         message: str,
         retry_after: float | None = None,
+        *,
+        token: str | None = None,
     ) -> Response:
         UPGRADES.labels(code).inc()
+        # Operators see why an agent cannot connect without asking its owner: address, status,
+        # code and the token's public prefix (as the API lists it), never the token.
+        log.log(
+            logging.INFO if code in _ROUTINE_REFUSALS else logging.WARNING,
+            "refused an agent connection from %s: HTTP %s %s",
+            ws.remote_address[0] if ws.remote_address else "unknown",
+            int(status),
+            code,
+            extra={
+                "code": code,
+                "status": int(status),
+                **({"token_prefix": display_prefix(token)} if token else {}),
+            },
+        )
         body = json.dumps({"error": {"code": code, "message": message}})
         response = ws.respond(status, body + "\n")
         del response.headers["Content-Type"]
@@ -178,8 +202,14 @@ class AgentServer:
         )
         try:
             hello = await session.handshake()
-        except SessionClosed:
+        except SessionClosed as exc:
             UPGRADES.labels("bad_hello").inc()
+            log.warning(
+                "agent %s sent no valid HELLO: %s",
+                identity.agent_id,
+                str(exc)[:200],
+                extra={"agent_id": identity.agent_id},
+            )
             return
         UPGRADES.labels("ok").inc()
         now = utcnow()
@@ -355,7 +385,9 @@ class AgentServer:
             ) as ws_server:
                 self.ws_server = ws_server
                 self.ports["agent"] = ws_server.sockets[0].getsockname()[1]
-                log.info("agent server listening", extra={"ports": self.ports})
+                self.listening.set()
+                if with_health:  # `clusterport serve` names every port in one banner
+                    log.info("agent server listening: %s", self.describe())
                 await stop.wait()
                 await self.drain()
         finally:
@@ -368,6 +400,23 @@ class AgentServer:
                 await health_runner.cleanup()
             with contextlib.suppress(Exception):
                 await self.store.remove_replica(settings.agent_replica_name)
+
+    def describe(self) -> str:
+        """Where agents and kubectl connect, and whether TLS is on."""
+        tls = self.settings.agent_tls_cert_file is not None
+        host = self.settings.bind_host
+        parts = [
+            f"agents on {'wss' if tls else 'ws'}://{host}:{self.ports.get('agent')}{AGENT_PATH}",
+            f"kubectl proxy on {'https' if tls else 'http'}://{host}:{self.ports.get('proxy')}",
+        ]
+        if "health" in self.ports:
+            parts.append(f"health on http://{host}:{self.ports['health']}")
+        if not tls:
+            parts.append(
+                "TLS off (kubectl sends tokens only over TLS: set "
+                "CLUSTERPORT_AGENT_TLS_CERT_FILE and CLUSTERPORT_AGENT_TLS_KEY_FILE)"
+            )
+        return ", ".join(parts)
 
     async def drain(self) -> None:
         """Refuse new agents, hint connected ones to reconnect elsewhere, let streams finish."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiohttp import web
 
@@ -28,10 +29,8 @@ _REASONS = {
 }
 
 
-def status_response(
-    status: int, code: str, message: str, hop: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    body = {
+def status_body(status: int, code: str, message: str, hop: str) -> dict[str, Any]:
+    return {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -41,6 +40,12 @@ def status_response(
         "details": {"causes": [{"reason": code, "message": message, "field": f"hop={hop}"}]},
         "code": status,
     }
+
+
+def status_response(
+    status: int, code: str, message: str, hop: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = status_body(status, code, message, hop)
     return web.Response(
         status=status,
         body=json.dumps(body).encode(),

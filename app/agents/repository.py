@@ -86,15 +86,24 @@ async def lock_agent(session: AsyncSession, agent_id: int) -> None:
 
 
 async def live_connections(
-    session: AsyncSession, agent_id: int, now: datetime, dead_after: float
+    session: AsyncSession,
+    agent_id: int,
+    now: datetime,
+    dead_after: float,
+    *,
+    limit: int,
+    after: str | None = None,
 ) -> list[AgentConnection]:
+    """Connections held by live replicas, by id (at most `limit` + 1, for the next cursor)."""
     cutoff = now - timedelta(seconds=dead_after)
     query = (
         select(AgentConnection)
         .join(AgentServerReplica, AgentServerReplica.name == AgentConnection.replica)
         .where(AgentConnection.agent_id == agent_id, AgentServerReplica.heartbeat_at >= cutoff)
-        .order_by(AgentConnection.connected_at)
     )
+    if after is not None:
+        query = query.where(AgentConnection.id > after)
+    query = query.order_by(AgentConnection.id).limit(limit + 1)
     return list((await session.scalars(query)).all())
 
 

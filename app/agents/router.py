@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
 
 from app.agents import repository, service
 from app.agents.schemas import (
@@ -17,6 +18,7 @@ from app.agents.schemas import (
 )
 from app.auth.dependencies import PrincipalDep, SessionDep
 from app.auth.models import Role
+from app.core.errors import BadRequestError
 from app.core.pagination import Page, PageParams, make_page, page_params
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/agents", tags=["agents"])
@@ -96,11 +98,42 @@ async def revoke_agent_token(
 
 @router.get("/{agent_id}/connections", operation_id="list_agent_connections")
 async def list_agent_connections(
-    project_id: int, agent_id: int, session: SessionDep, principal: PrincipalDep
-) -> list[AgentConnectionRead]:
+    project_id: int,
+    agent_id: int,
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=36, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> Page[AgentConnectionRead]:
     """Live connections of the agent: replica, versions, connected at, last heartbeat."""
-    rows = await service.connections(session, principal, project_id, agent_id)
-    return [AgentConnectionRead.of(r) for r in rows]
+    return await _connections_page(session, principal, project_id, agent_id, limit, cursor)
+
+
+async def _connections_page(
+    session: SessionDep,
+    principal: PrincipalDep,
+    project_id: int | None,
+    agent_id: int,
+    limit: int,
+    cursor: str | None,
+) -> Page[AgentConnectionRead]:
+    # Connection ids are UUIDs, so the cursor is one too (the other lists' cursors are ids).
+    after = None
+    if cursor is not None:
+        try:
+            after = str(UUID(cursor))
+        except ValueError:
+            raise BadRequestError(
+                "The cursor is not one this API returned.", code="invalid_cursor"
+            ) from None
+    rows = await service.connections(
+        session, principal, project_id, agent_id, limit=limit, after=after
+    )
+    page = rows[:limit]
+    next_cursor = page[-1].id if len(rows) > limit else None
+    return Page(items=[AgentConnectionRead.of(r) for r in page], next_cursor=next_cursor)
 
 
 # Instance-level agents (admin): clusters of every project may be reached through them.
@@ -152,7 +185,12 @@ async def revoke_instance_agent_token(
 
 @instance_router.get("/{agent_id}/connections", operation_id="list_instance_agent_connections")
 async def list_instance_agent_connections(
-    agent_id: int, session: SessionDep, principal: PrincipalDep
-) -> list[AgentConnectionRead]:
-    rows = await service.connections(session, principal, None, agent_id)
-    return [AgentConnectionRead.of(r) for r in rows]
+    agent_id: int,
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=36, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> Page[AgentConnectionRead]:
+    return await _connections_page(session, principal, None, agent_id, limit, cursor)

@@ -146,8 +146,16 @@ async def delete(
 
 
 async def connections(
-    session: AsyncSession, principal: Principal, project_id: int | None, agent_id: int
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int | None,
+    agent_id: int,
+    *,
+    limit: int,
+    after: str | None,
 ) -> list[AgentConnection]:
     agent = await get(session, principal, project_id, agent_id, Role.reporter)
     dead_after = get_agents_settings().agent_replica_dead_after
-    return await repository.live_connections(session, agent.id, utcnow(), dead_after)
+    return await repository.live_connections(
+        session, agent.id, utcnow(), dead_after, limit=limit, after=after
+    )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from app.auth.dependencies import PrincipalDep, SessionDep
 from app.auth.models import Role
 from app.clusters import repository, service
-from app.clusters.schemas import ClusterCreate, ClusterRead, ClusterUpdate
+from app.clusters.schemas import ClusterCreate, ClusterRead, ClusterSummary, ClusterUpdate
 from app.core.pagination import Page, PageParams, make_page, page_params
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/clusters", tags=["clusters"])
@@ -30,11 +30,11 @@ async def list_clusters(
     session: SessionDep,
     principal: PrincipalDep,
     params: Annotated[PageParams, Depends(page_params)],
-) -> Page[ClusterRead]:
+) -> Page[ClusterSummary]:
     principal.require_project(project_id, Role.reporter)
     items, cursor = make_page(await repository.list_page(session, project_id, params), params)
     connected = await service.connected_agents(session, (row.agent_id for row in items))
-    return Page(items=ClusterRead.of_rows(items, connected), next_cursor=cursor)
+    return Page(items=ClusterSummary.of_rows(items, connected), next_cursor=cursor)
 
 
 @router.get("/{cluster_id}", operation_id="get_cluster")
@@ -113,11 +113,11 @@ async def list_instance_clusters(
     session: SessionDep,
     principal: PrincipalDep,
     params: Annotated[PageParams, Depends(page_params)],
-) -> Page[ClusterRead]:
+) -> Page[ClusterSummary]:
     principal.require_admin()
     items, cursor = make_page(await repository.list_page(session, None, params), params)
     connected = await service.connected_agents(session, (row.agent_id for row in items))
-    return Page(items=ClusterRead.of_rows(items, connected), next_cursor=cursor)
+    return Page(items=ClusterSummary.of_rows(items, connected), next_cursor=cursor)
 
 
 @instance_router.patch("/{cluster_id}", operation_id="update_instance_cluster")

@@ -222,6 +222,17 @@ async def request_check(
     cluster = await get(session, principal, project_id, cluster_id, Role.developer, modify=True)
     if not cluster.enabled:
         raise ConflictError("The cluster is disabled.", code="cluster_disabled")
+    if cluster.status == ClusterStatus.deleting:
+        raise ConflictError("The cluster is being deleted.", code="cluster_deleting")
+    if cluster.platform is None:
+        raise ConflictError(
+            "The cluster has no connection yet (it is being provisioned).",
+            code="cluster_not_ready",
+        )
+    # The answer shows the check under way, not the result of the previous one.
+    cluster.status = ClusterStatus.connecting
+    cluster.error_code = None
+    await session.flush()
     _enqueue_check(session, cluster)
     return cluster
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+
+log = logging.getLogger("clusterport")
 
 
 class _Server(uvicorn.Server):
@@ -36,9 +39,12 @@ def make_server(app: ASGIApp, host: str, port: int, **options: object) -> uvicor
 async def run_servers(
     servers: Iterable[uvicorn.Server],
     tasks: Iterable[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
-    on_started: Callable[[], None] | None = None,
+    on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; `tasks` get an event that is set on shutdown."""
+    """Serve until SIGINT/SIGTERM; `tasks` get an event that is set on shutdown.
+
+    `on_started` runs once every server listens (the process's one startup banner).
+    """
     servers = list(servers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,15 +58,19 @@ async def run_servers(
         loop.add_signal_handler(sig, request_stop)
     running = [asyncio.create_task(server.serve()) for server in servers]
     running += [asyncio.create_task(task(stop)) for task in tasks]
-    if on_started is not None:
-        while not all(server.started for server in servers):
-            if any(t.done() for t in running):
-                break
+
+    async def announce() -> None:
+        while not all(server.started for server in servers):  # noqa: ASYNC110 - uvicorn sets a flag
             await asyncio.sleep(0.05)
-        on_started()
+        if on_started is not None:
+            await on_started()
+
+    announcer = asyncio.create_task(announce())
     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+    announcer.cancel()
     request_stop()
-    await asyncio.gather(*running, return_exceptions=True)
+    await asyncio.gather(*running, announcer, return_exceptions=True)
+    log.info("clusterport stopped")
     for task in done:
         if task.exception() is not None:
             raise task.exception()  # type: ignore[misc]

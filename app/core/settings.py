@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     namespace_pod_security: Literal["restricted", "baseline", "privileged"] = "restricted"
     bootstrap_token: SecretStr | None = None
 
-    log_format: Literal["json", "console"] = "json"
+    # Unset: `console` when stderr is a terminal, `json` otherwise.
+    log_format: Literal["json", "console"] | None = None
     log_level: str = "INFO"
 
     worker_threads: int = 8

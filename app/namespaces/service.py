@@ -165,18 +165,17 @@ async def kubeconfig(
         project_id=project_id,
         details={"cluster_id": cluster_id},
     )
-    name = f"{cluster.name}-{row.namespace}"
+    # Unique per project, cluster and namespace, so several of these files merge
+    # (KUBECONFIG=a:b) without one user or cluster entry replacing another.
+    cluster_name = f"clusterport-{project_id}-{cluster.name}"
+    name = f"{cluster_name}-{row.namespace}"
     return Kubeconfig(
-        clusters=[{"name": cluster.name, "cluster": entry}],
-        users=[{"name": row.service_account_name, "user": {"token": token}}],
+        clusters=[{"name": cluster_name, "cluster": entry}],
+        users=[{"name": name, "user": {"token": token}}],
         contexts=[
             {
                 "name": name,
-                "context": {
-                    "cluster": cluster.name,
-                    "user": row.service_account_name,
-                    "namespace": row.namespace,
-                },
+                "context": {"cluster": cluster_name, "user": name, "namespace": row.namespace},
             }
         ],
         current_context=name,

@@ -7,6 +7,8 @@ import struct
 from dataclasses import dataclass
 
 PROTOCOL_VERSION = 1
+# The websocket path agents connect to; an agent given a bare host dials this path.
+AGENT_PATH = "/agent/connect"
 # type (u8), flags (u8), stream id (u32); payload follows up to the end of the websocket message.
 HEADER = struct.Struct("!BBI")
 HEADER_SIZE = HEADER.size

@@ -52,7 +52,7 @@ class AgentSetup:
     async def connections(self) -> list[dict[str, Any]]:
         response = await self.api.get(f"{self.base}/connections")
         assert response.status_code == 200, response.text
-        rows: list[dict[str, Any]] = response.json()
+        rows: list[dict[str, Any]] = response.json()["items"]
         return rows
 
     async def new_token(self, name: str = "extra") -> dict[str, Any]:
@@ -121,5 +121,5 @@ async def connected(
     """One agent server and one real agent connected to it, in front of the test cluster."""
     server = processes.server()
     agent = processes.agent(server.agent_url, agent_setup.token, kube_cluster.kubeconfig)
-    await eventually(agent_setup.connections, "the agent to connect")
+    await eventually(agent_setup.connections, "the agent to connect", limit=120)
     yield agent_setup, server, agent

@@ -100,3 +100,41 @@ async def test_token_expiry_must_be_in_the_future(admin: Api) -> None:
     assert response.json()["error"]["code"] == "invalid_expiry"
     bad: dict[str, Any] = {"name": "x", "unexpected": 1}
     assert (await admin.post(base, bad)).status_code == 422
+
+
+async def test_connections_are_a_paginated_list(admin: Api) -> None:
+    import uuid
+
+    from app.agents.models import AgentConnection, AgentServerReplica
+
+    project = await admin.create_project("paged")
+    base = f"/api/v1/projects/{project['id']}/agents"
+    agent = (await admin.post(base, {"name": "edge"})).json()
+    token = (await admin.post(f"{base}/{agent['id']}/tokens", {"name": "t"})).json()
+    now = datetime.now(UTC)
+    ids = sorted(str(uuid.uuid4()) for _ in range(3))
+    with session_scope() as session:
+        session.add(AgentServerReplica(name="r1", proxy_url="https://127.0.0.1:1"))
+        session.flush()
+        for connection_id in ids:
+            session.add(
+                AgentConnection(
+                    id=connection_id,
+                    agent_id=agent["id"],
+                    token_id=token["id"],
+                    replica="r1",
+                    agent_version="0.1.0",
+                    kubernetes_version="v1.37.2",
+                    source_address="127.0.0.1",
+                    connected_at=now,
+                    last_heartbeat_at=now,
+                )
+            )
+    url = f"{base}/{agent['id']}/connections"
+    first = (await admin.get(url, params={"limit": 2})).json()
+    assert [row["id"] for row in first["items"]] == ids[:2]
+    assert first["next_cursor"] == ids[1]
+    rest = (await admin.get(url, params={"limit": 2, "cursor": first["next_cursor"]})).json()
+    assert ([row["id"] for row in rest["items"]], rest["next_cursor"]) == (ids[2:], None)
+    bad = await admin.get(url, params={"cursor": "not-a-cursor"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_cursor")

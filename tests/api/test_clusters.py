@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from tests.conftest import Api
 
@@ -31,8 +33,14 @@ async def test_create_list_get_update_delete(admin: Api, test_ca_pem: str) -> No
 
     listed = (await admin.get(base)).json()
     assert [c["id"] for c in listed["items"]] == [cluster["id"]]
+    # Lists name the CA by fingerprint (as openssl prints it); one cluster carries the PEM.
+    certificate = x509.load_pem_x509_certificate(test_ca_pem.encode())
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+    assert "ca_pem" not in listed["items"][0]["kubernetes"]
+    assert listed["items"][0]["kubernetes"]["ca_fingerprint"] == fingerprint
     one = (await admin.get(f"{base}/{cluster['id']}")).json()
     assert one["kubernetes"]["ca_pem"].startswith("-----BEGIN CERTIFICATE-----")
+    assert one["kubernetes"]["ca_fingerprint"] == fingerprint
 
     patched = await admin.patch(f"{base}/{cluster['id']}", {"environment_scope": "production"})
     assert patched.status_code == 200

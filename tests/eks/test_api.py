@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.clusters.models import Cluster
+from app.core.cli import CLIError
 from app.core.db import session_scope
 from app.providers.aws.cli import (
     EXIT_CONNECTED,
@@ -188,4 +189,7 @@ def test_wait_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
         60.0,
     )
     monkeypatch.delenv("CLUSTERPORT_TOKEN", raising=False)
-    assert args.func(args) == EXIT_UNAVAILABLE  # no token: says so instead of calling the API
+    # No token: one line that says so instead of calling the API (exit 2 through `main`).
+    with pytest.raises(CLIError, match="CLUSTERPORT_TOKEN"):
+        args.func(args)
+    assert EXIT_UNAVAILABLE == 2

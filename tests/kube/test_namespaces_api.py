@@ -63,7 +63,13 @@ async def test_lifecycle(
     assert response.status_code == 200, response.text
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(response.text)
-    assert json.loads(response.text)["contexts"][0]["context"]["namespace"] == name
+    document = json.loads(response.text)
+    assert document["contexts"][0]["context"]["namespace"] == name
+    # Names carry the project, cluster and namespace, so kubeconfigs merge.
+    expected = f"clusterport-{project.id}-{cluster['name']}-{name}"
+    assert document["current-context"] == expected
+    assert document["users"][0]["name"] == expected
+    assert document["clusters"][0]["name"] == f"clusterport-{project.id}-{cluster['name']}"
     as_sa = [kube_cluster.kubectl_path, "--kubeconfig", str(kubeconfig)]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

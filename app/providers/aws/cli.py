@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from typing import Any, TextIO
 
 import httpx
 
+from app.core.cli import api_base_url, api_token, unreachable
 from app.providers.aws.models import TERMINAL_STEPS, Step
 
 _ORDER = [Step.assume_role, Step.create_stack, Step.poll_stack, Step.configure, Step.done]
@@ -46,7 +46,10 @@ async def wait_for_cluster(
     while True:
         response = await client.get(f"/api/v1/clusters/{cluster_id}/provisioning")
         if response.status_code != 200:
-            error = response.json().get("error", {}) if response.content else {}
+            try:
+                error = response.json().get("error") or {}
+            except ValueError:  # not clusterport's API (wrong URL or port)
+                error = {"message": "the answer is not clusterport's; check CLUSTERPORT_API_URL"}
             code = error.get("code", response.status_code)
             out.write(f"\nerror: {code}: {error.get('message', '')}\n")
             return EXIT_UNAVAILABLE
@@ -75,15 +78,15 @@ async def wait_for_cluster(
 
 def cmd_clusters_wait(args: argparse.Namespace) -> int:
     """Entry point: CLUSTERPORT_API_URL (default the local API) and CLUSTERPORT_TOKEN."""
-    token = os.environ.get("CLUSTERPORT_TOKEN")
-    if not token:
-        print("clusterport: set CLUSTERPORT_TOKEN to an API token", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    base_url = os.environ.get("CLUSTERPORT_API_URL", "http://127.0.0.1:8080")
+    token = api_token()
+    base_url = api_base_url()
 
     async def run() -> int:
         async with httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            trust_env=False,
         ) as client:
             return await wait_for_cluster(
                 client,
@@ -93,7 +96,10 @@ def cmd_clusters_wait(args: argparse.Namespace) -> int:
                 give_up_after=args.timeout,
             )
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except httpx.HTTPError as exc:
+        raise unreachable(exc, base_url) from None
 
 
 def add_wait_parser(clusters: Any) -> None:
