@@ -72,7 +72,7 @@ def _check_cluster(cluster: Cluster) -> None:
         raise ConflictError("The cluster is disabled.", code="cluster_disabled")
     if cluster.status == ClusterStatus.deleting:
         raise ConflictError("The cluster is being deleted.", code="cluster_deleting")
-    if cluster.platform is None:
+    if cluster.platform is None and cluster.agent_id is None:
         raise ConflictError("The cluster has no connection yet.", code="cluster_not_connected")
     if cluster.status in _UNUSABLE:
         reason = cluster_error_message(cluster.error_code) if cluster.error_code else ""

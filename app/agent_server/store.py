@@ -198,7 +198,7 @@ class AgentStore:
         async with self.engine.begin() as conn:
             agent_ids = {int(str(row["agent_id"])) for row in values}
             query = select(Agent.id, Agent.project_id).where(Agent.id.in_(agent_ids))
-            existing = {int(r.id): int(r.project_id) for r in await conn.execute(query)}
+            existing = {int(r.id): r.project_id for r in await conn.execute(query)}
             gone = [str(row["id"]) for row in values if row["agent_id"] not in existing]
             values = [row for row in values if row["agent_id"] in existing]
             if not values:
@@ -213,7 +213,7 @@ class AgentStore:
 
     @staticmethod
     async def _audit_new_sources(
-        conn: AsyncConnection, rows: list[dict[str, object]], projects: dict[int, int]
+        conn: AsyncConnection, rows: list[dict[str, object]], projects: dict[int, int | None]
     ) -> None:
         now = utcnow()
         sources = {(int(str(row["token_id"])), str(row["source_address"])) for row in rows}

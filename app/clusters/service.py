@@ -224,7 +224,7 @@ async def request_check(
         raise ConflictError("The cluster is disabled.", code="cluster_disabled")
     if cluster.status == ClusterStatus.deleting:
         raise ConflictError("The cluster is being deleted.", code="cluster_deleting")
-    if cluster.platform is None:
+    if cluster.platform is None and cluster.agent_id is None:
         raise ConflictError(
             "The cluster has no connection yet (it is being provisioned).",
             code="cluster_not_ready",

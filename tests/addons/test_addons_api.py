@@ -15,8 +15,10 @@ import pytest
 
 from app.addons.helm import NAMESPACE
 from tests.addons.conftest import DemoCatalogue, helm_env, run_install_pod_command, sse_events
+from tests.agents.conftest import processes, tls  # noqa: F401 (fixtures of `reach`)
 from tests.conftest import Api
-from tests.kube.helpers import Project, wait_for
+from tests.kube.conftest import reach  # noqa: F401 (direct, and through a real agent)
+from tests.kube.helpers import Project, Reach, wait_for
 from tests.support.kubeapi import POD_FAILS_LABEL, KubeCluster
 
 # Each test runs helm for real once or more (helm --wait takes seconds on a loaded machine).
@@ -218,10 +220,12 @@ async def test_install_upgrade_uninstall(
     helm_bin: str,
     tmp_path: Path,
     gate: Gate,
+    reach: Reach,  # noqa: F811 (the fixture imported above)
 ) -> None:
     name = test_catalogue.add()
-    project = await Project.create(admin)
+    project = await Project.create(admin, reach)
     cluster = await project.connected_cluster(kube_cluster)
+    assert cluster["connection"] == reach.kind
     base = f"{project.base}/clusters/{cluster['id']}/addons"
     password = "pa55-w0rd-xyz"
 

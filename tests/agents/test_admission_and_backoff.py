@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from app.agent.main import Backoff
 from app.agent_server.admission import TokenBuckets, address_allowed
@@ -99,5 +100,5 @@ def test_the_agent_refuses_plain_ws_unless_told_it_is_a_test_setup(tmp_path: Pat
     assert "CLUSTERPORT_AGENT_ALLOW_INSECURE" in result.stderr
     AgentSettings(server_url="ws://127.0.0.1:9/", allow_insecure=True).check_transport()
     AgentSettings(server_url="wss://agent.example.com/").check_transport()
-    with pytest.raises(SystemExit):
-        AgentSettings(server_url="http://agent.example.com/").check_transport()
+    with pytest.raises(ValidationError):
+        AgentSettings(server_url="http://agent.example.com/")

@@ -131,7 +131,7 @@ class Project:
     async def agent_connections(self, agent_id: int) -> list[dict[str, Any]]:
         response = await self.api.get(f"{self.base}/agents/{agent_id}/connections")
         assert response.status_code == 200, response.text
-        rows: list[dict[str, Any]] = response.json()
+        rows: list[dict[str, Any]] = response.json()["items"]
         return rows
 
     async def wait_agent_connected(self, agent_id: int, connected: bool = True) -> None:
