@@ -256,9 +256,10 @@ class AgentServer:
         token_set.discard(live)
         if not token_set:
             self.by_token.pop(live.identity.token_id, None)
-        if self._pending_add.pop(live.id, None) is None:
-            self._pending_remove.add(live.id)
-            self._flush.set()
+        # Even a connection that closes before its row is written is recorded and then removed:
+        # its token was used, and a first-seen source address must be audited.
+        self._pending_remove.add(live.id)
+        self._flush.set()
         CONNECTIONS.dec()
 
     def pick_connection(self, agent_id: int) -> LiveConnection | None:
@@ -287,6 +288,7 @@ class AgentServer:
             self._pending_remove.clear()
             try:
                 gone = await self.store.add_connections(adds)
+                adds = []  # written: a retry must not insert them again
                 await self.store.remove_connections(removes)
                 # Their agent was deleted while they connected: close them here and now.
                 for connection_id in gone:
