@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage
 
+from app.addons import operations as addon_operations
 from app.clusters.connection import Connection, connection_of
 from app.clusters.models import Cluster, ClusterStatus
 from app.core.db import session_scope, utcnow
+from app.core.jobs import actor_named, enqueue_after_commit
 from app.core.outages import (
     MAX_BACKOFF_MS,
     MIN_BACKOFF_MS,
@@ -46,6 +50,8 @@ TRANSIENT_CODES = frozenset({"unreachable", "timeout", "rate_limited", "server_e
 # caches are loaded: right after the cluster was unreachable, such an answer is tried again
 # this many times before it counts.
 AUTH_RETRIES_AFTER_OUTAGE = 3
+# How often a cluster being deleted looks again at the add-on uninstalls it waits for.
+ADDONS_WAIT_MS = 2000
 
 
 def will_retry(exc: KubeError | UnsafeURLError, last_error: str | None) -> bool:
@@ -164,11 +170,27 @@ def check_cluster(cluster_id: int) -> None:
 
 
 @dramatiq.actor(retry_when=retry_transient, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)
-def delete_cluster(cluster_id: int) -> None:
-    """Delete the namespaces clusterport created in the cluster, then the cluster record."""
+def delete_cluster(cluster_id: int, addons_started: bool = False) -> None:
+    """Uninstall the cluster's add-ons (waiting for those runs), delete the namespaces
+    clusterport created in the cluster, then the cluster record."""
     with session_scope() as session:
         cluster = session.get(Cluster, cluster_id)
         if cluster is None or cluster.status != ClusterStatus.deleting:
+            return
+        removal = addon_operations.remove_for_cluster(session, cluster_id, start=not addons_started)
+        for addon_id, run_seq in removal.started:
+            enqueue_after_commit(session, actor_named("run_addon_operation"), addon_id, run_seq)
+        if removal.started or removal.busy:
+            # Waiting on its own schedule, not stalled: the reconciler leaves it alone meanwhile.
+            cluster.retry_at = utcnow() + timedelta(milliseconds=ADDONS_WAIT_MS)
+            cluster.reconcile_attempts = 0
+            enqueue_after_commit(session, delete_cluster, cluster_id, True, delay_ms=ADDONS_WAIT_MS)
+            return
+        if removal.failed:
+            cluster.status = ClusterStatus.errored
+            cluster.error_code = "addon_uninstall_failed"
+            cluster.settled()
+            log.warning("cluster_delete_failed", cluster_id=cluster_id, addons=removal.failed)
             return
         connection = connection_of(cluster)
         rows = session.query(ProjectNamespace).filter_by(cluster_id=cluster_id).all()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, EncryptedString, IntPK, TimestampMixin
+from app.core.db import Base, EncryptedString, IntPK, TimestampMixin, utcnow
 
 
 class AddonStatus(enum.StrEnum):
@@ -36,6 +37,24 @@ class Operation(enum.StrEnum):
     install = "install"
     upgrade = "upgrade"
     uninstall = "uninstall"
+
+
+def operation_fields(operation: Operation, status: AddonStatus) -> dict[str, Any]:
+    """The columns that start a new operation (with `run_seq` bumped by the caller)."""
+    now = utcnow()
+    return {
+        "operation": operation.value,
+        "status": status.value,
+        "error_code": None,
+        "operation_started_at": now,
+        "next_run_at": now,
+        "job_name": None,
+        "job_created_at": None,
+        "pod_started_at": None,
+        "finished_at": None,
+        "transient_failures": 0,
+        "log_tail": None,
+    }
 
 
 class ClusterAddon(TimestampMixin, Base):
@@ -77,3 +96,10 @@ class ClusterAddon(TimestampMixin, Base):
     log_tail: Mapped[str | None] = mapped_column(Text, deferred=True)
     health_checked_at: Mapped[datetime | None]
     next_health_check_at: Mapped[datetime | None]
+
+    @property
+    def holds_a_release(self) -> bool:
+        """Something of it may be in the cluster: installed, or an upgrade or uninstall failed."""
+        return self.status in (AddonStatus.installed, AddonStatus.degraded) or (
+            self.status == AddonStatus.errored and self.installed_version is not None
+        )

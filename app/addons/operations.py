@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.addons import helm, installer
 from app.addons.catalogue import catalogue
-from app.addons.models import BUSY, AddonStatus, ClusterAddon, Operation
+from app.addons.models import BUSY, AddonStatus, ClusterAddon, Operation, operation_fields
 from app.addons.settings import AddonSettings
 from app.core.ssrf import UnsafeURLError
 from app.kube import KubeClient
@@ -227,6 +227,41 @@ def record(
     wait = delay if delay is not None else s.poll_interval_seconds
     addon.next_run_at = now + timedelta(seconds=wait)
     return NextRun(addon.id, addon.run_seq, wait)
+
+
+# --- a cluster being deleted ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Where the add-ons of a cluster being deleted stand."""
+
+    started: list[tuple[int, int]]  # (add-on id, run_seq) of uninstalls started now
+    busy: int  # operations still under way
+    failed: list[str]  # names whose uninstall failed
+
+
+def remove_for_cluster(session: Session, cluster_id: int, *, start: bool) -> Removal:
+    """With `start`, begin an uninstall of every add-on that holds a release and is idle; then
+    say what is under way and what failed. Rows are locked, so an API request cannot start an
+    operation in between (it also refuses a cluster that is being deleted)."""
+    query = select(ClusterAddon).where(ClusterAddon.cluster_id == cluster_id).with_for_update()
+    rows = list(session.scalars(query))
+    started: list[tuple[int, int]] = []
+    for row in rows:
+        if start and row.status not in BUSY and row.holds_a_release:
+            for column, value in operation_fields(
+                Operation.uninstall, AddonStatus.uninstalling
+            ).items():
+                setattr(row, column, value)
+            row.run_seq += 1
+            started.append((row.id, row.run_seq))
+    failed = [
+        row.name
+        for row in rows
+        if row.status == AddonStatus.errored and row.operation == Operation.uninstall
+    ]
+    return Removal(started, sum(row.status in BUSY for row in rows), sorted(failed))
 
 
 # --- drift and health --------------------------------------------------------------------------

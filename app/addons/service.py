@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.addons import repository
 from app.addons.catalogue import CatalogueEntry, catalogue, merged_values, validate_values
-from app.addons.models import BUSY, AddonStatus, ClusterAddon, Operation
+from app.addons.models import BUSY, AddonStatus, ClusterAddon, Operation, operation_fields
 from app.addons.schemas import AddonPut
 from app.audit.service import record_audit
 from app.auth.models import Role
@@ -107,23 +106,6 @@ def _start(session: AsyncSession, principal: Principal, row: ClusterAddon, actio
     enqueue_after_commit(session, actor_named("run_addon_operation"), row.id, row.run_seq)
 
 
-def _operation_fields(operation: Operation, status: AddonStatus) -> dict[str, Any]:
-    now = utcnow()
-    return {
-        "operation": operation.value,
-        "status": status.value,
-        "error_code": None,
-        "operation_started_at": now,
-        "next_run_at": now,
-        "job_name": None,
-        "job_created_at": None,
-        "pod_started_at": None,
-        "finished_at": None,
-        "transient_failures": 0,
-        "log_tail": None,
-    }
-
-
 async def put(
     session: AsyncSession,
     principal: Principal,
@@ -160,7 +142,7 @@ async def put(
             name=name,
             run_seq=1,
             **asked,
-            **_operation_fields(Operation.install, AddonStatus.scheduled),
+            **operation_fields(Operation.install, AddonStatus.scheduled),
         )
         try:
             async with session.begin_nested():
@@ -174,16 +156,14 @@ async def put(
         return row
     if row.status in BUSY:
         raise _busy(row)
-    upgrade = row.status in (AddonStatus.installed, AddonStatus.degraded) or (
-        row.status == AddonStatus.errored and row.installed_version is not None
-    )
+    upgrade = row.holds_a_release
     operation, status = (
         (Operation.upgrade, AddonStatus.updating)
         if upgrade
         else (Operation.install, AddonStatus.scheduled)
     )
     if not await repository.claim(
-        session, row.id, row.run_seq, {**asked, **_operation_fields(operation, status)}
+        session, row.id, row.run_seq, {**asked, **operation_fields(operation, status)}
     ):
         await session.refresh(row)
         raise _busy(row)
@@ -208,7 +188,7 @@ async def uninstall(
     if row.status in BUSY:
         raise _busy(row)
     _check_cluster(cluster)
-    fields = _operation_fields(Operation.uninstall, AddonStatus.uninstalling)
+    fields = operation_fields(Operation.uninstall, AddonStatus.uninstalling)
     if not await repository.claim(session, row.id, row.run_seq, fields):
         await session.refresh(row)
         raise _busy(row)

@@ -24,6 +24,8 @@ MESSAGES = {
     "(check that every clusterport process has the same signing keys).",
     "token_not_issued": "The cluster never filled the service account token Secret.",
     "internal_error": "clusterport failed while talking to the cluster.",
+    "addon_uninstall_failed": "An add-on could not be uninstalled while deleting the cluster: "
+    "read its log, then delete again (or with force=true to leave the cluster as it is).",
     "stalled": "The work on this record could not be completed after several attempts.",
     # Amazon EKS provisioning (AWS error codes are stored as AWS names them).
     "AccessDenied": "AWS refused the request: check the provisioning role's trust policy, "

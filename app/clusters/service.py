@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.addons.models import BUSY as ADDON_BUSY
+from app.addons.models import ClusterAddon
 from app.agents import repository as agents_repository
 from app.agents.settings import get_agents_settings
 from app.audit.service import record_audit
@@ -245,9 +247,10 @@ async def delete(
     *,
     force: bool = False,
 ) -> bool:
-    """Remove the cluster. When clusterport created namespaces in it, a worker deletes them
-    first and then the record (the cluster shows `deleting` meanwhile): returns True then.
-    `force` removes the record at once and leaves the cluster as it is."""
+    """Remove the cluster. When clusterport installed add-ons or created namespaces in it, a
+    worker uninstalls and deletes them first and then the record (the cluster shows `deleting`
+    meanwhile): returns True then. `force` removes the record at once and leaves the cluster as
+    it is."""
     cluster = await get(session, principal, project_id, cluster_id, Role.maintainer, modify=True)
     record_audit(
         session,
@@ -261,7 +264,16 @@ async def delete(
     created_in_cluster = await session.scalar(
         select(ProjectNamespace.id).where(ProjectNamespace.cluster_id == cluster_id).limit(1)
     )
-    if force or created_in_cluster is None:
+    addons = (
+        await session.scalars(select(ClusterAddon).where(ClusterAddon.cluster_id == cluster_id))
+    ).all()
+    if not force and any(addon.status in ADDON_BUSY for addon in addons):
+        raise ConflictError(
+            "An add-on operation is under way on this cluster: wait for it to finish, or delete "
+            "with force=true to leave the cluster as it is.",
+            code="addon_operation_in_progress",
+        )
+    if force or (created_in_cluster is None and not any(a.holds_a_release for a in addons)):
         await session.delete(cluster)
         return False
     cluster.status = ClusterStatus.deleting

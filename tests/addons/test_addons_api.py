@@ -317,6 +317,52 @@ async def test_install_upgrade_uninstall(
     assert password not in str(events)
 
 
+async def test_deleting_a_cluster_uninstalls_its_addons_first(
+    admin: Api,
+    kube_cluster: KubeCluster,
+    test_catalogue: DemoCatalogue,
+    helm_bin: str,
+    tmp_path: Path,
+    gate: Gate,
+) -> None:
+    name = test_catalogue.add()
+    project = await Project.create(admin)
+    cluster = await project.connected_cluster(kube_cluster)
+    cluster_url = f"{project.base}/clusters/{cluster['id']}"
+    base = f"{cluster_url}/addons"
+
+    gate.close()
+    response = await admin.request("PUT", f"{base}/{name}", json={"values": {"replicas": 1}})
+    assert response.status_code == 202, response.text
+    await _job(kube_cluster, f"install-{name}")
+    # An operation under way: the cluster cannot be deleted (unless forced) until it ends.
+    _error(await admin.delete(cluster_url), 409, "addon_operation_in_progress")
+    assert _run_and_log(kube_cluster, helm_bin, f"install-{name}", tmp_path).returncode == 0
+    gate.open()
+    assert (await _settled(admin, base, name))["status"] == "installed"
+
+    gate.close()
+    deleted = await admin.delete(cluster_url)
+    assert deleted.status_code == 202, deleted.text
+    assert (await admin.get(cluster_url)).json()["status"] == "deleting"
+    _error(await admin.request("PUT", f"{base}/{name}", json={}), 409, "cluster_deleting")
+    await _job(kube_cluster, f"uninstall-{name}")
+    ran = _run_and_log(kube_cluster, helm_bin, f"uninstall-{name}", tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    gate.open()
+
+    async def gone() -> bool:
+        return (await admin.get(cluster_url)).status_code == 404
+
+    await wait_for(gone, bool, "the cluster record to go once its add-on is uninstalled")
+    assert kube_cluster.kubectl("get", "deployment", name, "-n", name, check=False).returncode != 0
+    events = (await admin.get(f"{project.base}/audit-events")).json()["items"]
+    assert [e["action"] for e in events if e["target_type"] in ("addon", "cluster")][:2] == [
+        "cluster.delete",
+        "addon.install",
+    ]
+
+
 async def test_failing_install_pod_ends_errored_with_code_and_log(
     admin: Api,
     kube_cluster: KubeCluster,
