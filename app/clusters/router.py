@@ -74,7 +74,10 @@ async def check_cluster(
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="delete_cluster",
     responses={
-        202: {"description": "Deleting what clusterport created in the cluster, then the record."}
+        202: {
+            "description": "Uninstalling add-ons and deleting what clusterport created in the "
+            "cluster, then the record."
+        }
     },
 )
 async def delete_cluster(
@@ -86,7 +89,8 @@ async def delete_cluster(
         bool, Query(description="Remove the record without cleaning up the cluster.")
     ] = False,
 ) -> Response:
-    """Remove a cluster (maintainer): at once (204), or after its namespaces are deleted (202)."""
+    """Remove a cluster (maintainer): at once (204), or after its add-ons are uninstalled and its
+    namespaces deleted (202); 409 `addon_operation_in_progress` while an add-on operation runs."""
     deferred = await service.delete(session, principal, project_id, cluster_id, force=force)
     code = status.HTTP_202_ACCEPTED if deferred else status.HTTP_204_NO_CONTENT
     return Response(status_code=code)
