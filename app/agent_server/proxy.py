@@ -25,7 +25,7 @@ from app.agent_server.status import (
     status_body,
     status_response,
 )
-from app.agents.credentials import read_grant
+from app.agents.credentials import read_grant, routed_credential
 from app.auth.impersonation import impersonation_headers, is_impersonation_header
 from app.auth.models import Role
 from app.auth.service import authenticate
@@ -129,7 +129,7 @@ class KubeProxyHandler:
                 f"agent {agent_id} is no longer connected to this replica",
                 HOP_ROUTING,
             )
-        return await self._route(request, agent_id)
+        return await self._route(request, agent_id, outcome)
 
     async def _authorize(self, request: web.Request, agent_id: int) -> web.Response | Headers:
         scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
@@ -193,6 +193,8 @@ class KubeProxyHandler:
             return UnauthorizedError("The credential is not valid.", code=exc.code)
         if grant.agent_id != agent_id:
             return ForbiddenError("The credential is for another agent.", code="wrong_agent")
+        if grant.headers is not None:
+            return grant.headers
         if grant.namespace_id is None:
             return ()
         identity = await self.server.store.namespace_identity(grant.namespace_id, agent_id)
@@ -279,7 +281,12 @@ class KubeProxyHandler:
             if upload is not None:
                 upload.cancel()
 
-    async def _route(self, request: web.Request, agent_id: int) -> web.StreamResponse:
+    async def _route(
+        self, request: web.Request, agent_id: int, extra: Headers
+    ) -> web.StreamResponse:
+        """Pass the request to the replica holding the agent's tunnel. It carries a signed
+        assertion of what this replica decided (the agent, the identity to act as), never the
+        caller's own token."""
         server = self.server
         locations = [
             loc
@@ -295,8 +302,12 @@ class KubeProxyHandler:
                 HOP_SERVER,
             )
         target = locations[0]
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in DROP_RESPONSE]
-        headers = [(k, v) for k, v in headers if k.lower() != "host"]
+        headers = [
+            (k, v)
+            for k, v in request.headers.items()
+            if k.lower() not in DROP_RESPONSE and k.lower() not in ("host", "authorization")
+        ]
+        headers.append(("Authorization", f"Bearer {routed_credential(agent_id, extra)}"))
         headers.append((ROUTED_HEADER, server.settings.agent_replica_name))
         try:
             async with self.client.request(

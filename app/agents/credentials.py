@@ -1,11 +1,14 @@
 """Credentials for the agent server's Kubernetes API proxy that clusterport signs itself.
 
-Two kinds, both signed with `app.core.signing` (no database row, nothing to leak at rest):
+Three kinds, all signed with `app.core.signing` (no database row, nothing to leak at rest):
 - a worker's: short-lived, acts with the agent's own rights (connectivity checks, namespaces,
   cluster state, add-ons, deployments), never given to a user;
 - a namespace kubeconfig's: names one project namespace; the proxy looks the namespace up and
   impersonates its service account, so the cluster's RBAC limits it as it limits a direct
-  kubeconfig. Deleting the namespace record revokes it.
+  kubeconfig. Deleting the namespace record revokes it;
+- a routed request's: one agent-server replica passes a request it authorized to the replica
+  holding the agent's tunnel with this assertion (agent, the caller's identity in the cluster,
+  a few seconds of validity) instead of the caller's own token.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from app.core.signing import InvalidCredentialError, sign, verify
 
 WORKER_PURPOSE = "agent-proxy/worker"
 NAMESPACE_PURPOSE = "agent-proxy/namespace"
+ROUTED_PURPOSE = "agent-proxy/routed"
 # Refreshed before every request (see KubeClient.through_agent): a minute is plenty.
 WORKER_TTL_SECONDS = 60.0
+# Checked once when the routed request arrives, a hop later.
+ROUTED_TTL_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,8 @@ class ProxyGrant:
 
     agent_id: int
     namespace_id: int | None = None
+    # A routed request's impersonation headers, decided by the replica that authorized it.
+    headers: tuple[tuple[str, str], ...] | None = None
 
 
 def worker_credential(agent_id: int) -> str:
@@ -38,12 +46,24 @@ def namespace_credential(agent_id: int, namespace_id: int, ttl_seconds: float) -
     )
 
 
+def routed_credential(agent_id: int, headers: tuple[tuple[str, str], ...]) -> str:
+    return sign(
+        ROUTED_PURPOSE,
+        {"agent": agent_id, "headers": [list(pair) for pair in headers]},
+        ttl_seconds=ROUTED_TTL_SECONDS,
+    )
+
+
 def read_grant(raw: str) -> ProxyGrant:
-    """The grant of a worker or namespace credential; `InvalidCredentialError` otherwise."""
-    verified = verify(raw, WORKER_PURPOSE, NAMESPACE_PURPOSE)
+    """The grant of a worker, namespace or routed credential; `InvalidCredentialError`
+    otherwise."""
+    verified = verify(raw, WORKER_PURPOSE, NAMESPACE_PURPOSE, ROUTED_PURPOSE)
     claims = verified.claims
     try:
         agent_id = int(claims["agent"])
+        if verified.purpose == ROUTED_PURPOSE:
+            headers = tuple((str(name), str(value)) for name, value in claims["headers"])
+            return ProxyGrant(agent_id, headers=headers)
         namespace_id = int(claims["namespace"]) if verified.purpose == NAMESPACE_PURPOSE else None
     except (KeyError, TypeError, ValueError):
         raise InvalidCredentialError("invalid_credential") from None

@@ -352,7 +352,8 @@ async def test_deleting_a_cluster_uninstalls_its_addons_first(
     gate.open()
 
     async def gone() -> bool:
-        return (await admin.get(cluster_url)).status_code == 404
+        status: int = (await admin.get(cluster_url)).status_code
+        return status == 404
 
     await wait_for(gone, bool, "the cluster record to go once its add-on is uninstalled")
     assert kube_cluster.kubectl("get", "deployment", name, "-n", name, check=False).returncode != 0

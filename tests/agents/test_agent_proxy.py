@@ -338,3 +338,77 @@ async def test_in_cluster_agent_uses_its_service_account_and_token_file(
     assert refused.returncode != 0
     assert "forbidden" in refused.stderr
     assert f"system:serviceaccount:default:{account}" in refused.stderr
+
+
+async def test_a_routed_request_carries_a_signed_assertion_never_the_callers_token(
+    agent_setup: AgentSetup, processes: Processes
+) -> None:
+    """The replica holding the agent here is a loopback recorder registered as a live replica:
+    it sees exactly what one replica sends another."""
+    from aiohttp import web
+
+    from app.agents.credentials import read_grant
+    from app.agents.models import AgentConnection, AgentServerReplica
+    from app.core.db import session_scope, utcnow
+
+    seen: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"major": "1"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    replica = unique_name("recorder")
+    now = utcnow()
+    with session_scope() as session:
+        session.add(
+            AgentServerReplica(
+                name=replica,
+                proxy_url=f"http://127.0.0.1:{port}",
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+        session.flush()
+        session.add(
+            AgentConnection(
+                id=unique_name("c"),
+                agent_id=agent_setup.agent_id,
+                token_id=agent_setup.token_id,
+                replica=replica,
+                agent_version="recorder",
+                kubernetes_version="v1",
+                source_address="127.0.0.1",
+                connected_at=now,
+                last_heartbeat_at=now,
+            )
+        )
+    try:
+        server = processes.server()
+        url = f"{server.proxy_url}/k8s-proxy/agents/{agent_setup.agent_id}/version"
+        async with https(server) as http:
+            got = await http.get(
+                url, headers={"Authorization": f"Bearer {agent_setup.developer_token}"}
+            )
+        assert got.status_code == 200, got.text
+        assert len(seen) == 1
+        sent = {k.lower(): v for k, v in seen[0].items()}
+        assert agent_setup.developer_token not in json.dumps(sent)
+        scheme, _, credential = sent["authorization"].partition(" ")
+        assert scheme == "Bearer"
+        grant = read_grant(credential)
+        assert grant.agent_id == agent_setup.agent_id
+        assert grant.headers == ()  # the agent's own identity, as this replica decided
+        assert sent["x-clusterport-routed-from"] == server.replica
+    finally:
+        with session_scope() as session:
+            replica_row = session.get(AgentServerReplica, replica)
+            if replica_row is not None:
+                session.delete(replica_row)
+        await runner.cleanup()
