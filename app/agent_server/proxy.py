@@ -42,7 +42,7 @@ from app.core.pagination import MAX_ID
 from app.core.signing import InvalidCredentialError, is_signed_credential
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Session, SessionClosed, Stream, StreamReset
-from app.tunnel.upgrade import is_upgrade
+from app.tunnel.upgrade import CHUNK, UpgradeError, is_upgrade, open_upgrade
 
 if TYPE_CHECKING:
     from app.agent_server.server import AgentServer
@@ -302,6 +302,9 @@ class KubeProxyHandler:
                 HOP_SERVER,
             )
         target = locations[0]
+        upgrade = is_upgrade(list(request.headers.items()))
+        if upgrade is not None:
+            return await self._route_upgrade(request, agent_id, extra, target.proxy_url, upgrade)
         headers = [
             (k, v)
             for k, v in request.headers.items()
@@ -335,6 +338,64 @@ class KubeProxyHandler:
                 f"the agent server replica holding agent {agent_id} is unreachable",
                 HOP_ROUTING,
             )
+
+    async def _route_upgrade(
+        self,
+        request: web.Request,
+        agent_id: int,
+        extra: Headers,
+        proxy_url: str,
+        upgrade: str,
+    ) -> web.StreamResponse:
+        """An upgrade (exec, port-forward) for an agent held by another replica: a fresh
+        HTTP/1.1 connection to that replica, relayed raw once it answers 101."""
+        settings = self.server.settings
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in DROP_REQUEST]
+        headers.append(("Authorization", f"Bearer {routed_credential(agent_id, extra)}"))
+        headers.append((ROUTED_HEADER, settings.agent_replica_name))
+        try:
+            reply = await open_upgrade(
+                proxy_url, settings.client_ssl(), request.method, request.raw_path, headers, upgrade
+            )
+        except (UpgradeError, OSError):
+            PROXIED.labels("routed", "replica_unreachable").inc()
+            return status_response(
+                502,
+                "replica_unreachable",
+                f"the agent server replica holding agent {agent_id} is unreachable",
+                HOP_ROUTING,
+            )
+        if reply.status != 101:
+            reply.writer.close()
+            response = web.Response(status=reply.status, body=reply.body)
+            for name, value in reply.headers:
+                if name.lower() not in DROP_RESPONSE and name.lower() != "content-length":
+                    response.headers.add(name, value)
+            return response
+        PROXIED.labels("routed", "upgraded").inc()
+        return await _relay_upgrade(request, _SocketPipe(reply.reader, reply.writer), reply.headers)
+
+
+class _SocketPipe:
+    """A connection to another replica, read and written like a tunnel stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self) -> bytes:
+        return await self._reader.read(CHUNK)
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def end(self) -> None:
+        if self._writer.can_write_eof():
+            self._writer.write_eof()
+
+    async def reset(self, code: ResetCode, reason: str) -> None:
+        self._writer.close()
 
 
 class _Inbound:
@@ -382,7 +443,7 @@ class _Inbound:
 
 
 async def _relay_upgrade(
-    request: web.Request, stream: Stream, reply_headers: list[tuple[str, str]]
+    request: web.Request, stream: Stream | _SocketPipe, reply_headers: list[tuple[str, str]]
 ) -> web.StreamResponse:
     """Answer 101 with the API server's headers, then relay raw bytes both ways: each
     direction waits for the other end's credit (tunnel) or buffer space (socket)."""
@@ -418,14 +479,14 @@ async def _relay_upgrade(
     try:
         # The API server ending the stream ends the client's connection too.
         await agent_to_client()
-    except (StreamReset, SessionClosed, ConnectionError):
+    except (StreamReset, SessionClosed, OSError):
         pass
     except asyncio.CancelledError:
         await stream.reset(ResetCode.CANCEL, "client disconnected")
         raise
     finally:
         upload.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StreamReset, SessionClosed):
+        with contextlib.suppress(asyncio.CancelledError, StreamReset, SessionClosed, OSError):
             await upload
         # aiohttp closes the connection after this response (keep-alive is off), flushing
         # what is still buffered; closing it here could cut the last frames off.

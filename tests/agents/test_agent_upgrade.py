@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.agents.conftest import AgentSetup
+from tests.agents.conftest import AgentSetup, Processes
 from tests.agents.support import AgentServerProc, Process
 from tests.agents.test_agent_proxy import write_kubeconfig
 from tests.support.kubeapi import KubeCluster, unique_name
@@ -152,6 +152,36 @@ def _fetch(url: str, body: bytes | None = None) -> bytes:
     with urllib.request.urlopen(request, timeout=120) as response:
         data: bytes = response.read()
     return data
+
+
+async def test_exec_reaches_an_agent_held_by_another_replica(
+    connected: tuple[AgentSetup, AgentServerProc, Process],
+    processes: Processes,
+    kube_cluster: KubeCluster,
+    kwok_pod: KwokPod,
+    tmp_path: Path,
+) -> None:
+    setup, holder, _agent = connected
+    other = processes.server()  # the agent is not connected here: the upgrade is routed
+    config = write_kubeconfig(setup, other, tmp_path / "kc", setup.developer_token)
+    data = random.Random(11).randbytes(1024) * 1024  # 1 MiB
+    code, out, err = await run_kubectl(
+        kube_cluster,
+        config,
+        "exec",
+        "-i",
+        "-n",
+        kwok_pod.namespace,
+        kwok_pod.name,
+        "--",
+        "head",
+        "-c",
+        str(len(data)),
+        stdin=data,
+    )
+    assert code == 0, err
+    assert hashlib.sha256(out).digest() == hashlib.sha256(data).digest()
+    assert "Traceback" not in other.process.log() + holder.process.log()
 
 
 async def test_a_refused_upgrade_is_an_ordinary_answer(
