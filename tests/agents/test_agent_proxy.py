@@ -364,6 +364,7 @@ async def test_a_routed_request_carries_a_signed_assertion_never_the_callers_tok
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = processes.server()
     replica = unique_name("recorder")
     now = utcnow()
     with session_scope() as session:
@@ -390,7 +391,6 @@ async def test_a_routed_request_carries_a_signed_assertion_never_the_callers_tok
             )
         )
     try:
-        server = processes.server()
         url = f"{server.proxy_url}/k8s-proxy/agents/{agent_setup.agent_id}/version"
         async with https(server) as http:
             got = await http.get(
