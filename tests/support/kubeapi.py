@@ -11,7 +11,8 @@ Deployments become Available and pods of Jobs succeed (the Job completes). kwok 
 - `kubectl exec POD -- CMD` runs CMD on this machine in `KubeCluster.exec_workdir` (a failing CMD
   gives kubectl an internal error mentioning `exit status N`, not the exit code N);
 - `kubectl logs POD` prints the lines of `KubeCluster.pod_log` (the same file for every pod and
-  container; add lines with `KubeCluster.append_pod_log`);
+  container; add lines with `KubeCluster.append_pod_log`); `logs -f` and `kubectl attach` follow
+  the lines added;
 - `kubectl port-forward POD L:ANY` reaches `KubeCluster.forward_target`, a loopback HTTP server of
   this test session that answers every GET with `forwarded <path>` and echoes a POST body.
 
