@@ -65,7 +65,7 @@ def handle_delivery(delivery_id: int) -> None:
         source_id, ref, pushed = source.id, delivery.ref, delivery.commit_sha
     reads = _read_agent_configs(source_id, ref, pushed) if follows else []
     with session_scope() as session:
-        _apply_agent_configs(session, reads, skip_source=source_id)
+        _apply_agent_configs(session, reads, source_id, pushed=True)
         ids = service.handle_delivery(session, delivery_id)
     log.info("delivery_handled", delivery_id=delivery_id, deployments=ids)
 
@@ -102,13 +102,19 @@ def _read_agent_configs(source_id: int, ref: str | None, pushed: str | None) -> 
         return [Read(agent_id, commit, None, exc) for agent_id, _name in agents]
 
 
-def _apply_agent_configs(session: Session, reads: list[Read], *, skip_source: int | None) -> None:
+def _apply_agent_configs(
+    session: Session, reads: list[Read], source_id: int, *, pushed: bool
+) -> None:
+    """Apply what was read from `source_id`; with `pushed`, the push being handled deploys the
+    new environments of that source, so only the others get a first deployment here."""
     for read in reads:
-        agent = session.get(Agent, read.agent_id)
-        if agent is None or agent.project_id is None or agent.config_source_id is None:
+        # Locked: two pushes handled at once apply one after the other.
+        agent = session.get(Agent, read.agent_id, with_for_update=True)
+        if agent is None or agent.project_id is None or agent.config_source_id != source_id:
             continue
         created = agent_config.apply(session, agent, read)
-        agent_config.deploy_created(session, agent, created, skip_source=skip_source)
+        skip = source_id if pushed else None
+        agent_config.deploy_created(session, agent, created, skip_source=skip)
         log.info(
             "agent_config_read",
             agent_id=agent.id,
@@ -129,7 +135,7 @@ def load_agent_config(agent_id: int) -> None:
         source_id, ref = source.id, source.ref
     reads = [r for r in _read_agent_configs(source_id, ref, None) if r.agent_id == agent_id]
     with session_scope() as session:
-        _apply_agent_configs(session, reads, skip_source=None)
+        _apply_agent_configs(session, reads, source_id, pushed=False)
 
 
 @dramatiq.actor(max_retries=3)
@@ -682,7 +688,7 @@ def poll_source(source_id: int) -> None:
             if exists is None:
                 session.add(delivery)
                 session.flush()
-                _apply_agent_configs(session, reads, skip_source=source_id)
+                _apply_agent_configs(session, reads, source_id, pushed=True)
                 service.handle_delivery(session, delivery.id)
         enqueue_after_commit(session, poll_source, source_id, delay_ms=interval * 1000)
 

@@ -201,3 +201,43 @@ async def test_configuration_source_rules(gitops: GitOps, git_repos: GitServer) 
     )
     assert created.status_code == 400
     assert created.json()["error"]["code"] == "config_source_needs_project"
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "line", "where"),
+    [
+        ("environments:\n  - name: [oops\n", "malformed_yaml", 3, ""),
+        ("environments:\n  - name: a\n", "invalid_config", 2, "environments.0.namespace"),
+        ("environments: []\nextra: 1\n", "invalid_config", 2, "extra"),
+        (
+            "environments:\n  - name: a\n    namespace: b\n"
+            "  - name: c\n    namespace: d\n    max_prune_share: 2\n",
+            "invalid_config",
+            6,
+            "environments.1.max_prune_share",
+        ),
+        (
+            "environments:\n  - {name: a, namespace: b}\n  - name: a\n    namespace: c\n",
+            "duplicate_environment",
+            3,
+            "environments.1.name",
+        ),
+    ],
+)
+def test_a_bad_file_is_reported_with_its_line(text: str, code: str, line: int, where: str) -> None:
+    from app.gitops.agent_config import ConfigError, parse
+
+    with pytest.raises(ConfigError) as caught:
+        parse("c.yaml", text)
+    assert (caught.value.code, caught.value.line) == (code, line)
+    assert caught.value.message.startswith(f"c.yaml:{line}: {where}")
+
+
+def test_an_empty_file_declares_no_environment() -> None:
+    from app.gitops.agent_config import parse
+
+    assert parse("c.yaml", "").config.environments == []
+    parsed = parse("c.yaml", "environments:\n  - {name: a, namespace: b, self_heal: true}\n")
+    assert [(e.name, e.namespace, e.self_heal) for e in parsed.config.environments] == [
+        ("a", "b", True)
+    ]
