@@ -69,7 +69,7 @@ async def test_an_agent_configuration_file_declares_its_environments(
 ) -> None:
     gitops.project.reach = via_agent
     cluster = await gitops.project.connected_cluster(kube_cluster)
-    agent_id = cluster["agent_id"]
+    agent_id = cluster["agent"]["id"]
     agent = await _agent(gitops, agent_id)
     assert agent["config_source_id"] is None and agent["config"] is None
     first_ns, second_ns = unique_name("cfg"), unique_name("cfg")
