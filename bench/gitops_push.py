@@ -178,6 +178,9 @@ def main() -> None:
         CLUSTERPORT_ALLOW_LOCAL_NETWORK="true",
         CLUSTERPORT_LOG_LEVEL="WARNING",
         CLUSTERPORT_LOG_FORMAT="console",
+        # Latency is measured, not the per-project rate limit (two environments deploy each
+        # push, which would otherwise queue behind the limit).
+        CLUSTERPORT_GITOPS_PROJECT_DEPLOYMENTS_PER_MINUTE="100000",
     )
     from cryptography.fernet import Fernet
 
@@ -227,7 +230,14 @@ class Agents:
         from tests.agents.support import start_agent
 
         assert self.server is not None
-        self.agent = start_agent(self.work, self.server.agent_url, token, kubeconfig, self.tls.cert)
+        self.agent = start_agent(
+            self.work,
+            self.server.agent_url,
+            token,
+            kubeconfig,
+            self.tls.cert,
+            {"CLUSTERPORT_AGENT_LIVENESS_PORT": "0"},  # any free port: no race with others
+        )
 
     def stop(self) -> None:
         for process in (self.agent, self.server and self.server.process):
@@ -468,12 +478,15 @@ async def _agent_cluster(client: Any, base: str, agents: Agents, kubeconfig: Pat
     agents.start_agent(token, kubeconfig)
 
     async def connected() -> bool | None:
+        if not agents.agent.alive():
+            raise SystemExit(f"the agent exited:\n{agents.agent.log()}")
         rows = (await client.get(f"{base}/agents/{agent['id']}/connections")).json()["items"]
         return True if rows else None
 
     await apoll(connected)
     created = await client.post(
-        f"{base}/clusters", json={"name": "edge", "managed": False, "agent_id": agent["id"]}
+        f"{base}/clusters",
+        json={"name": "edge", "environment_scope": "agent", "agent_id": agent["id"]},
     )
     assert created.status_code == 201, created.text
     cluster_id: int = created.json()["id"]
