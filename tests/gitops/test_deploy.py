@@ -228,8 +228,9 @@ async def _burst(setup: Setup, kube_cluster: KubeCluster) -> None:
 
 
 async def test_drift_is_detected_and_self_heal_restores_the_applied_objects(
-    setup: Setup, kube_cluster: KubeCluster
+    reached_setup: Setup, kube_cluster: KubeCluster
 ) -> None:
+    setup = reached_setup
     gitops, ns = setup.gitops, setup.namespace
     env_url = f"{gitops.base}/environments/{setup.env['id']}"
     setup.repo.write("k8s/cm.yaml", config_map("kept", "git") + "---\n" + config_map("other"))
