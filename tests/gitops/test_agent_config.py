@@ -241,3 +241,42 @@ def test_an_empty_file_declares_no_environment() -> None:
     assert [(e.name, e.namespace, e.self_heal) for e in parsed.config.environments] == [
         ("a", "b", True)
     ]
+
+
+@pytest.mark.usefixtures("allow_local_network", "worker")
+async def test_a_missing_file_or_a_missing_cluster_is_reported_and_changes_nothing(
+    gitops: GitOps, git_repos: GitServer, tmp_path: Path
+) -> None:
+    agent_id, _token = await gitops.project.add_agent()
+    name = (await _agent(gitops, agent_id))["name"]
+    repo = git_repos.create(unique_name("cfg"), tmp_path)
+    repo.write("k8s/cm.yaml", config_map("x"))
+    missing = repo.commit_and_push()
+    source = await gitops.source(
+        git_repos.url_of(repo.path.name), webhook_secret=SECRET, poll_interval_seconds=0
+    )
+    named = await gitops.api.patch(
+        f"{gitops.project.base}/agents/{agent_id}", {"config_source_id": source["id"]}
+    )
+    assert named.status_code == 200, named.text
+    agent = await wait_for(
+        lambda: _agent(gitops, agent_id),
+        lambda a: a["config"]["status"] != "pending",
+        "the configuration to be read",
+    )
+    assert agent["config"]["status"] == "invalid" and agent["config"]["commit"] is None
+    assert agent["config"]["error"]["code"] == "config_not_found"
+    assert agent["config"]["error"]["commit"] == missing
+
+    # The agent reaches no cluster of the project: nothing to deploy to.
+    repo.write(f".clusterport/agents/{name}/config.yaml", _config(_env("web", "web")))
+    declared = await _push(gitops, repo, source)
+    agent = await wait_for(
+        lambda: _agent(gitops, agent_id),
+        lambda a: a["config"]["error"]["commit"] == declared,
+        "the pushed file to be read",
+    )
+    assert agent["config"]["status"] == "invalid"
+    assert agent["config"]["error"]["code"] == "agent_has_no_cluster"
+    assert agent["config"]["error"]["line"] == 2
+    assert await _environments(gitops) == {}
