@@ -1,12 +1,16 @@
 """Benchmark: a git push to healthy objects, and a burst of pushes to one environment.
 
-Push to healthy: 10 objects (a Deployment with 2 replicas, a Service, ConfigMaps, a Secret, a
-ServiceAccount, a Role and RoleBinding, a PodDisruptionBudget); each push changes a ConfigMap
+Push to healthy, for a cluster reached directly and for one reached through an agent (a real
+`clusterport agent-server` and `clusterport agent` on loopback; the worker knows only the agent
+server's proxy URL): 10 objects (a Deployment with 2 replicas, a Service, ConfigMaps, a Secret,
+a ServiceAccount, a Role and RoleBinding, a PodDisruptionBudget); each push changes a ConfigMap
 and the Deployment's pod template, so every push is a real rollout. clusterport's time is from
 the webhook's arrival (the delivery's `received_at`) to the deployment's `finished_at`
-(succeeded: applied, pruned, every object healthy). The baseline in the same run, alternating
-with it, on the same cluster: `kubectl apply --server-side -f DIR` then `kubectl rollout
-status` on the same objects in a namespace of its own.
+(succeeded: applied, pruned, every object healthy). Each push is delivered to the direct
+environment, then (through a second source on the same repository) to the agent's, each in its
+own namespace. The baseline in the same run, alternating with them, on the same cluster:
+`kubectl apply --server-side -f DIR` then `kubectl rollout status` on the same objects in a
+namespace of its own.
 
 Burst: N commits pushed at once, then their N webhooks as fast as one client sends them; it
 reports how many deployments ran, whether the newest commit is the one applied, and whether
@@ -17,7 +21,7 @@ kube-apiserver with controller-manager, scheduler and kwok (`scripts/kube-up`), 
 (`git http-backend`), the API (in process, ASGI) and a Dramatiq worker (in process, 4 threads).
 
 Run: `eval "$(scripts/services)"; eval "$(scripts/kube-tools --exports)";
-uv run python bench/gitops_push.py [--pushes 50] [--burst 100]`.
+uv run python bench/gitops_push.py [--pushes 50] [--burst 100] [--no-agent]`.
 """
 
 from __future__ import annotations
@@ -158,6 +162,9 @@ def main() -> None:
     parser.add_argument(
         "--without-pods", action="store_true", help="no Deployment (clusters without kwok)"
     )
+    parser.add_argument(
+        "--no-agent", action="store_true", help="only the direct cluster (no agent processes)"
+    )
     args = parser.parse_args()
     global WITH_PODS
     WITH_PODS = not args.without_pods
@@ -171,6 +178,9 @@ def main() -> None:
         CLUSTERPORT_ALLOW_LOCAL_NETWORK="true",
         CLUSTERPORT_LOG_LEVEL="WARNING",
         CLUSTERPORT_LOG_FORMAT="console",
+        # Latency is measured, not the per-project rate limit (two environments deploy each
+        # push, which would otherwise queue behind the limit).
+        CLUSTERPORT_GITOPS_PROJECT_DEPLOYMENTS_PER_MINUTE="100000",
     )
     from cryptography.fernet import Fernet
 
@@ -183,9 +193,21 @@ def main() -> None:
     )
     if up.returncode != 0:
         raise SystemExit(f"scripts/kube-up failed:\n{up.stderr}")
+    from app.cli import migrate_database
+    from tests.agents.support import make_tls, start_agent_server
+
+    agents = Agents(work)
+    if not args.no_agent:
+        migrate_database()  # the agent server registers its replica at start
+        agents.tls = make_tls(work)
+        agents.server = start_agent_server(work, agents.tls)
+        # The worker (this process) reaches agents through this replica's proxy.
+        os.environ["CLUSTERPORT_AGENT_PROXY_INTERNAL_URL"] = agents.server.proxy_url
+        os.environ["CLUSTERPORT_AGENT_TLS_CA_FILE"] = str(agents.tls.cert)
     try:
-        asyncio.run(run(args, work, state))
+        asyncio.run(run(args, work, state, agents))
     finally:
+        agents.stop()
         subprocess.run(
             [str(REPO / "scripts/kube-down"), str(state)], capture_output=True, check=False
         )
@@ -195,7 +217,35 @@ def main() -> None:
         services.close()
 
 
-async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
+class Agents:
+    """The agent server and agent processes (none with `--no-agent`)."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.tls: Any = None
+        self.server: Any = None
+        self.agent: Any = None
+
+    def start_agent(self, token: str, kubeconfig: Path) -> None:
+        from tests.agents.support import start_agent
+
+        assert self.server is not None
+        self.agent = start_agent(
+            self.work,
+            self.server.agent_url,
+            token,
+            kubeconfig,
+            self.tls.cert,
+            {"CLUSTERPORT_AGENT_LIVENESS_PORT": "0"},  # any free port: no race with others
+        )
+
+    def stop(self) -> None:
+        for process in (self.agent, self.server and self.server.process):
+            if process is not None:
+                process.stop()
+
+
+async def run(args: argparse.Namespace, work: Path, state: Path, agents: Agents) -> None:
     import dramatiq
     import httpx
 
@@ -237,28 +287,35 @@ async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
                 )
             ).json()
             repo = server.create("app", work)
-            source = (
-                await client.post(
+
+            async def new_source(name: str) -> dict[str, Any]:
+                response = await client.post(
                     f"{base}/gitops/sources",
                     json={
-                        "name": "app",
+                        "name": name,
                         "url": server.url_of("app"),
                         "paths": ["k8s"],
                         "webhook_secret": SECRET,
                         "poll_interval_seconds": 0,  # only webhooks in this benchmark
                     },
                 )
-            ).json()
+                assert response.status_code == 201, response.text
+                created: dict[str, Any] = response.json()
+                return created
 
-            async def environment(name: str, namespace: str) -> int:
+            source = await new_source("app")
+
+            async def environment(
+                name: str, namespace: str, *, of: dict[str, Any] = source, cluster_id: int = 0
+            ) -> int:
                 response = await client.post(
                     f"{base}/gitops/environments",
                     json={
                         "name": name,
-                        "source_id": source["id"],
-                        "cluster_id": cluster["id"],
+                        "source_id": of["id"],
+                        "cluster_id": cluster_id or cluster["id"],
                         "namespace": namespace,
-                        "auto_sync": name == "push",
+                        "auto_sync": name != "burst",
                     },
                 )
                 assert response.status_code == 201, response.text
@@ -266,6 +323,12 @@ async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
                 return env_id
 
             push_env = await environment("push", "bench-clusterport")
+            agent_source: dict[str, Any] | None = None
+            if agents.server is not None:
+                agent_source = await new_source("app-agent")
+                agent_cluster = await _agent_cluster(client, base, agents, state / "kubeconfig")
+                kubectl("create", "namespace", "bench-agent")
+                await environment("agent", "bench-agent", of=agent_source, cluster_id=agent_cluster)
 
             def write(index: int) -> None:
                 for name, text in manifests(index).items():
@@ -285,10 +348,10 @@ async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
                     took = (deployment.finished_at - delivery.received_at).total_seconds()
                     return took, deployment.status
 
-            async def deliver(sha: str) -> tuple[int, float]:
+            async def deliver(sha: str, to: dict[str, Any] = source) -> tuple[int, float]:
                 headers, body = github_push(SECRET, "refs/heads/main", sha)
                 start = time.perf_counter()
-                response = await client.post(source["hook_path"], content=body, headers=headers)
+                response = await client.post(to["hook_path"], content=body, headers=headers)
                 elapsed = time.perf_counter() - start
                 assert response.status_code == 202, response.text
                 delivery_id: int = response.json()["delivery_id"]
@@ -297,6 +360,7 @@ async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
             folder = work / "kubectl"
             folder.mkdir()
             ours: list[float] = []
+            through_agent: list[float] = []
             baseline: list[float] = []
             hook_latency: list[float] = []
             for index in range(args.pushes + 1):  # the first of each is a warm-up
@@ -306,11 +370,18 @@ async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
                 took, status = await poll(partial(finished, delivery_id))
                 if status != "succeeded":
                     raise SystemExit(f"push {index}: deployment {status}")
+                if agent_source is not None:
+                    agent_delivery, _ = await deliver(sha, agent_source)
+                    agent_took, status = await poll(partial(finished, agent_delivery))
+                    if status != "succeeded":
+                        raise SystemExit(f"push {index} through the agent: deployment {status}")
                 base_took = kubectl_baseline(kubectl, "bench-kubectl", folder, index)
                 if index:
                     ours.append(took)
                     baseline.append(base_took)
                     hook_latency.append(elapsed)
+                    if agent_source is not None:
+                        through_agent.append(agent_took)
 
             # Burst: every commit pushed at once, then one delivery per commit.
             burst_env = await environment("burst", "bench-burst")
@@ -368,6 +439,16 @@ async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
         "push_to_healthy": {
             "pushes": len(ours),
             "clusterport_direct": summary(ours),
+            **(
+                {
+                    "clusterport_via_agent": summary(through_agent),
+                    "via_agent_over_direct_p50": round(
+                        percentile(through_agent, 50) / percentile(ours, 50), 2
+                    ),
+                }
+                if through_agent
+                else {}
+            ),
             "kubectl_apply_server_side_plus_rollout_status": summary(baseline),
             "ratio_p50": round(percentile(ours, 50) / percentile(baseline, 50), 2),
             "ratio_p95": round(percentile(ours, 95) / percentile(baseline, 95), 2),
@@ -385,6 +466,51 @@ async def run(args: argparse.Namespace, work: Path, state: Path) -> None:
         },
     }
     print(json.dumps(report, indent=2))
+
+
+async def _agent_cluster(client: Any, base: str, agents: Agents, kubeconfig: Path) -> int:
+    """A new agent of the project, its process started in front of the cluster (admin
+    kubeconfig), and a cluster reached through it; returns the cluster's id once connected."""
+    agent = (await client.post(f"{base}/agents", json={"name": "edge"})).json()
+    token = (
+        await client.post(f"{base}/agents/{agent['id']}/tokens", json={"name": "bench"})
+    ).json()["token"]
+    agents.start_agent(token, kubeconfig)
+
+    async def connected() -> bool | None:
+        if not agents.agent.alive():
+            raise SystemExit(f"the agent exited:\n{agents.agent.log()}")
+        rows = (await client.get(f"{base}/agents/{agent['id']}/connections")).json()["items"]
+        return True if rows else None
+
+    await apoll(connected)
+    created = await client.post(
+        f"{base}/clusters",
+        json={"name": "edge", "environment_scope": "agent", "agent_id": agent["id"]},
+    )
+    assert created.status_code == 201, created.text
+    cluster_id: int = created.json()["id"]
+
+    async def checked() -> str | None:
+        status: str = (await client.get(f"{base}/clusters/{cluster_id}")).json()["status"]
+        return None if status == "connecting" else status
+
+    status = await apoll(checked)
+    if status != "connected":
+        raise SystemExit(f"the cluster behind the agent is {status}")
+    return cluster_id
+
+
+async def apoll(probe: Callable[[], Any]) -> Any:
+    """`await probe()` until it is not None, for at most two minutes."""
+    deadline = time.monotonic() + 120
+    while True:
+        result = await probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the agent")
+        await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":

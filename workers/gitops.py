@@ -15,11 +15,13 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, undefer
 
+from app.agents.models import Agent
 from app.clusters.models import Cluster
 from app.core.db import session_scope, utcnow
 from app.core.jobs import enqueue_after_commit
 from app.core.ssrf import UnsafeURLError
-from app.gitops import applier, git, queue, repository, service
+from app.gitops import agent_config, applier, git, queue, repository, service
+from app.gitops.agent_config import Read
 from app.gitops.errors import SourceError
 from app.gitops.models import (
     Deployment,
@@ -33,7 +35,7 @@ from app.gitops.models import (
     Trigger,
     WebhookDelivery,
 )
-from app.gitops.refs import is_pattern
+from app.gitops.refs import is_pattern, ref_matches
 from app.gitops.render import RenderSpec, render
 from app.gitops.settings import get_gitops_settings
 from app.gitops_engine.drift import is_drifted
@@ -52,10 +54,88 @@ CRD_WAIT_DELAY_MS = 250
 
 @dramatiq.actor(max_retries=3)
 def handle_delivery(delivery_id: int) -> None:
-    """Queue deployments for a recorded push (coalescing into queued ones)."""
+    """Read the configuration files of the agents configured from the pushed source, then
+    queue deployments for the push (coalescing into queued ones)."""
     with session_scope() as session:
+        delivery = session.get(WebhookDelivery, delivery_id)
+        if delivery is None or delivery.outcome != "received":
+            return
+        source = session.get_one(GitSource, delivery.source_id)
+        follows = delivery.ref is not None and ref_matches(source.ref, delivery.ref)
+        source_id, ref, pushed = source.id, delivery.ref, delivery.commit_sha
+    reads = _read_agent_configs(source_id, ref, pushed) if follows else []
+    with session_scope() as session:
+        _apply_agent_configs(session, reads, source_id, pushed=True)
         ids = service.handle_delivery(session, delivery_id)
     log.info("delivery_handled", delivery_id=delivery_id, deployments=ids)
+
+
+def _read_agent_configs(source_id: int, ref: str | None, pushed: str | None) -> list[Read]:
+    """The configuration file of every agent configured from the source, at the head of the
+    followed ref (webhooks may arrive out of order; the pushed commit if the ref is gone)."""
+    with session_scope() as session:
+        agents = agent_config.agents_configured_from(session, source_id)
+        if not agents:
+            return []
+        source = session.scalar(
+            select(GitSource).where(GitSource.id == source_id).options(undefer(GitSource.token))
+        )
+        assert source is not None
+        remote = git.Remote(source.url, source.token)
+    commit = pushed
+    try:
+        if ref is not None and not is_pattern(ref):
+            try:
+                commit = git.resolve_ref(remote, ref)
+            except SourceError as exc:
+                if exc.code != "commit_not_found" or pushed is None:
+                    raise
+        if commit is None:
+            raise SourceError("commit_not_found", "The push names no commit.")
+        repo = git.fetch(remote, commit, ref)
+        return [
+            Read(agent_id, commit, git.read_file(repo, commit, agent_config.config_path(name)))
+            for agent_id, name in agents
+        ]
+    except SourceError as exc:
+        log.info("agent_config_unreadable", source_id=source_id, code=exc.code)
+        return [Read(agent_id, commit, None, exc) for agent_id, _name in agents]
+
+
+def _apply_agent_configs(
+    session: Session, reads: list[Read], source_id: int, *, pushed: bool
+) -> None:
+    """Apply what was read from `source_id`; with `pushed`, the push being handled deploys the
+    new environments of that source, so only the others get a first deployment here."""
+    for read in reads:
+        # Locked: two pushes handled at once apply one after the other.
+        agent = session.get(Agent, read.agent_id, with_for_update=True)
+        if agent is None or agent.project_id is None or agent.config_source_id != source_id:
+            continue
+        created = agent_config.apply(session, agent, read)
+        skip = source_id if pushed else None
+        agent_config.deploy_created(session, agent, created, skip_source=skip)
+        log.info(
+            "agent_config_read",
+            agent_id=agent.id,
+            status=agent.config_status,
+            code=agent.config_error_code,
+        )
+
+
+@dramatiq.actor(max_retries=3)
+def load_agent_config(agent_id: int) -> None:
+    """Read an agent's configuration now (when it is given a configuration source), without
+    waiting for a push; its new environments deploy their source's head."""
+    with session_scope() as session:
+        agent = session.get(Agent, agent_id)
+        if agent is None or agent.config_source_id is None:
+            return
+        source = session.get_one(GitSource, agent.config_source_id)
+        source_id, ref = source.id, source.ref
+    reads = [r for r in _read_agent_configs(source_id, ref, None) if r.agent_id == agent_id]
+    with session_scope() as session:
+        _apply_agent_configs(session, reads, source_id, pushed=False)
 
 
 @dramatiq.actor(max_retries=3)
@@ -575,12 +655,14 @@ def poll_source(source_id: int) -> None:
         if last is not None and utcnow() - last < timedelta(seconds=interval / 2):
             return
         remote, ref = git.Remote(source.url, source.token), source.ref
+        seen = source.last_polled_commit
     head = None
     if not is_pattern(ref):
         try:
             head = git.resolve_ref(remote, ref)
         except SourceError as exc:
             log.info("poll_failed", source_id=source_id, code=exc.code)
+    reads = _read_agent_configs(source_id, ref, head) if head not in (None, seen) else []
     with session_scope() as session:
         source = session.get(GitSource, source_id)
         if source is None:
@@ -606,6 +688,7 @@ def poll_source(source_id: int) -> None:
             if exists is None:
                 session.add(delivery)
                 session.flush()
+                _apply_agent_configs(session, reads, source_id, pushed=True)
                 service.handle_delivery(session, delivery.id)
         enqueue_after_commit(session, poll_source, source_id, delay_ms=interval * 1000)
 
@@ -645,6 +728,7 @@ __all__ = [
     "check_drift",
     "check_health",
     "handle_delivery",
+    "load_agent_config",
     "poll_source",
     "prune_deployment",
     "reconcile_gitops",

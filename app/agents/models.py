@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IntPK, utcnow
@@ -23,6 +23,21 @@ class Agent(Base):
     )
     name: Mapped[str] = mapped_column(String(63))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A GitOps source of the project holding `.clusterport/agents/<name>/config.yaml`, which
+    # declares the agent's environments; re-read on every push to it.
+    config_source_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("git_sources.id", ondelete="SET NULL"), index=True
+    )
+    # pending | applied | invalid | unreadable (see app.gitops.agent_config)
+    config_status: Mapped[str | None] = mapped_column(String(16))
+    # The commit of the configuration in effect (the last good one).
+    config_commit: Mapped[str | None] = mapped_column(String(64))
+    # The last read's problem, if any: our code, our message (`path:line: ...`), its commit.
+    config_error_code: Mapped[str | None] = mapped_column(String(64))
+    config_error: Mapped[str | None] = mapped_column(Text)
+    config_error_line: Mapped[int | None]
+    config_error_commit: Mapped[str | None] = mapped_column(String(64))
+    config_checked_at: Mapped[datetime | None]
 
 
 class AgentToken(Base):

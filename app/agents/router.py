@@ -15,6 +15,7 @@ from app.agents.schemas import (
     AgentTokenCreate,
     AgentTokenCreated,
     AgentTokenRead,
+    AgentUpdate,
 )
 from app.auth.dependencies import PrincipalDep, SessionDep
 from app.auth.models import Role
@@ -29,8 +30,15 @@ Params = Annotated[PageParams, Depends(page_params)]
 async def create_agent(
     project_id: int, data: AgentCreate, session: SessionDep, principal: PrincipalDep
 ) -> AgentRead:
-    """Register an agent (maintainer). Its name is a DNS label, unique in the project."""
-    return AgentRead.of(await service.create(session, principal, project_id, data.name))
+    """Register an agent (maintainer). Its name is a DNS label, unique in the project. With
+    `config_source_id`, its environments are declared in that source's
+    `.clusterport/agents/<name>/config.yaml`."""
+    agent = await service.create(session, principal, project_id, data.name)
+    if data.config_source_id is not None:
+        agent = await service.set_config_source(
+            session, principal, project_id, agent.id, data.config_source_id
+        )
+    return AgentRead.of(agent)
 
 
 @router.get("", operation_id="list_agents")
@@ -47,6 +55,24 @@ async def get_agent(
     project_id: int, agent_id: int, session: SessionDep, principal: PrincipalDep
 ) -> AgentRead:
     return AgentRead.of(await service.get(session, principal, project_id, agent_id, Role.reporter))
+
+
+@router.patch("/{agent_id}", operation_id="update_agent")
+async def update_agent(
+    project_id: int,
+    agent_id: int,
+    data: AgentUpdate,
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> AgentRead:
+    """Name (or, with null, stop reading) the GitOps source holding the agent's configuration
+    file (maintainer). The file is read at once; `config` shows how that went."""
+    agent = await service.get(session, principal, project_id, agent_id, Role.maintainer)
+    if "config_source_id" in data.model_fields_set:
+        agent = await service.set_config_source(
+            session, principal, project_id, agent.id, data.config_source_id
+        )
+    return AgentRead.of(agent)
 
 
 @router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_agent")
@@ -145,6 +171,11 @@ async def create_instance_agent(
     data: AgentCreate, session: SessionDep, principal: PrincipalDep
 ) -> AgentRead:
     """Register an instance-level agent (admin)."""
+    if data.config_source_id is not None:
+        raise BadRequestError(
+            "Only an agent of a project reads its configuration from a GitOps source.",
+            code="config_source_needs_project",
+        )
     return AgentRead.of(await service.create(session, principal, None, data.name))
 
 

@@ -9,11 +9,46 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.agents.models import Agent, AgentConnection, AgentToken
 from app.core.validation import DisplayName, DNSLabel, UTCDatetime
 
+CONFIG_SOURCE_DESCRIPTION = (
+    "A GitOps source of the project whose file `.clusterport/agents/<agent name>/config.yaml` "
+    "declares the agent's environments; it is read now and again on every push to the source. "
+    "Only for agents of a project."
+)
+
 
 class AgentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: DNSLabel
+    config_source_id: int | None = Field(default=None, description=CONFIG_SOURCE_DESCRIPTION)
+
+
+class AgentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config_source_id: int | None = Field(
+        default=None,
+        description=CONFIG_SOURCE_DESCRIPTION + " Null stops reading it: the environments it "
+        "declared stay, as ordinary environments.",
+    )
+
+
+class AgentConfigError(BaseModel):
+    code: str
+    message: str = Field(description="`path:line: field: problem`, about the file at `commit`.")
+    line: int | None
+    commit: str | None
+
+
+class AgentConfigRead(BaseModel):
+    status: str = Field(
+        description="`pending` (not read yet), `applied`, `invalid` (the last pushed file is "
+        "wrong) or `unreadable` (the source could not be read). When `invalid` or "
+        "`unreadable`, the configuration of `commit` stays in effect."
+    )
+    commit: str | None = Field(description="The commit of the configuration in effect.")
+    checked_at: datetime | None
+    error: AgentConfigError | None
 
 
 class AgentRead(BaseModel):
@@ -21,11 +56,36 @@ class AgentRead(BaseModel):
     project_id: int | None = Field(description="None for an instance-level agent.")
     name: str
     created_at: datetime
+    config_source_id: int | None
+    config: AgentConfigRead | None = Field(
+        description="The state of the configuration file (null without a configuration source)."
+    )
 
     @classmethod
     def of(cls, agent: Agent) -> AgentRead:
+        config = None
+        if agent.config_source_id is not None and agent.config_status is not None:
+            error = None
+            if agent.config_error_code is not None:
+                error = AgentConfigError(
+                    code=agent.config_error_code,
+                    message=agent.config_error or "",
+                    line=agent.config_error_line,
+                    commit=agent.config_error_commit,
+                )
+            config = AgentConfigRead(
+                status=agent.config_status,
+                commit=agent.config_commit,
+                checked_at=agent.config_checked_at,
+                error=error,
+            )
         return cls(
-            id=agent.id, project_id=agent.project_id, name=agent.name, created_at=agent.created_at
+            id=agent.id,
+            project_id=agent.project_id,
+            name=agent.name,
+            created_at=agent.created_at,
+            config_source_id=agent.config_source_id,
+            config=config,
         )
 
 

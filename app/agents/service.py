@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents import repository
@@ -15,6 +16,9 @@ from app.auth.principal import Principal
 from app.auth.tokens import display_prefix, generate_token, hash_token
 from app.core.db import utcnow
 from app.core.errors import BadRequestError, ConflictError, NotFoundError
+from app.core.jobs import actor_named, enqueue_after_commit
+from app.gitops import repository as gitops_repository
+from app.gitops.models import GitOpsEnvironment
 from app.projects.service import get_visible
 
 # How long revoked tokens of a deleted agent are kept: far longer than replicas take to notice.
@@ -121,6 +125,51 @@ async def revoke_token(
             project_id=project_id,
             details={"agent_id": agent.id},
         )
+
+
+async def set_config_source(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    agent_id: int,
+    source_id: int | None,
+) -> Agent:
+    """Read the agent's configuration from that GitOps source of the project from now on (a
+    worker reads it at once), or stop (None): the environments it declared stay, as ordinary
+    environments (maintainer)."""
+    agent = await get(session, principal, project_id, agent_id, Role.maintainer)
+    if (
+        source_id is not None
+        and await gitops_repository.get_source(session, project_id, source_id) is None
+    ):
+        raise NotFoundError("The source does not exist.", code="source_not_found")
+    if source_id == agent.config_source_id:
+        return agent
+    agent.config_source_id = source_id
+    agent.config_status = None if source_id is None else "pending"
+    agent.config_commit = agent.config_error_code = agent.config_error = None
+    agent.config_error_line = None
+    agent.config_error_commit = None
+    agent.config_checked_at = None
+    if source_id is None:
+        await session.execute(
+            update(GitOpsEnvironment)
+            .where(GitOpsEnvironment.configured_by_agent_id == agent.id)
+            .values(configured_by_agent_id=None)
+        )
+    else:
+        enqueue_after_commit(session, actor_named("load_agent_config"), agent.id)
+    record_audit(
+        session,
+        principal,
+        "agent.update",
+        "agent",
+        agent.id,
+        project_id=project_id,
+        details={"config_source_id": source_id},
+    )
+    await session.flush()
+    return agent
 
 
 async def delete(

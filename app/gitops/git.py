@@ -266,3 +266,25 @@ def checkout(repo: Path, commit: str, paths: list[str], into: Path) -> None:
         raise SourceError("cache_error", "The commit could not be read from the git cache.")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(into, filter="data")
+
+
+def read_file(repo: Path, commit: str, path: str) -> str | None:
+    """The text of one file at `commit` (None when there is none), refused over the file size
+    limit before it is read."""
+    settings = get_gitops_settings()
+    spec = f"{commit}:{path}"
+    size = _git(["--git-dir", str(repo), "cat-file", "-s", spec])
+    if size.returncode != 0:
+        if not _has_commit(repo, commit):
+            raise _error("commit_not_found")
+        return None
+    file_size = int(size.stdout.decode().strip() or 0)
+    if file_size > settings.max_file_bytes:
+        raise SourceError(
+            "file_too_large",
+            f"{path}: {file_size} bytes, more than the limit of {settings.max_file_bytes}",
+        )
+    blob = _git(["--git-dir", str(repo), "cat-file", "blob", spec])
+    if blob.returncode != 0:
+        raise SourceError("cache_error", "The commit could not be read from the git cache.")
+    return blob.stdout.decode(errors="replace")

@@ -105,6 +105,11 @@ class GitOpsEnvironment(TimestampMixin, Base):
     )
     name: Mapped[str] = mapped_column(String(63))
     namespace: Mapped[str] = mapped_column(String(63))
+    # Set when the environment is declared in that agent's configuration file (and kept in
+    # step with it on every push); None for environments created through the API.
+    configured_by_agent_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("agents.id", ondelete="SET NULL"), index=True
+    )
     auto_sync: Mapped[bool] = mapped_column(default=True)
     prune: Mapped[bool] = mapped_column(default=True)
     self_heal: Mapped[bool] = mapped_column(default=False)

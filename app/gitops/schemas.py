@@ -128,12 +128,13 @@ class SourceCreated(SourceRead):
     )
 
 
-class EnvironmentCreate(BaseModel):
+class EnvironmentSettings(BaseModel):
+    """What an environment is, apart from where its manifests come from and go to (shared by
+    the API's create body and an agent's configuration file)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: DNSLabel
-    source_id: int
-    cluster_id: int
     namespace: DNSLabel
     auto_sync: bool = True
     prune: bool = True
@@ -149,6 +150,11 @@ class EnvironmentCreate(BaseModel):
         le=1,
         description="A prune of more than this share of the owned objects waits for confirmation.",
     )
+
+
+class EnvironmentCreate(EnvironmentSettings):
+    source_id: int
+    cluster_id: int
 
 
 class EnvironmentUpdate(BaseModel):
@@ -179,6 +185,10 @@ class EnvironmentRead(BaseModel):
     source_id: int
     cluster_id: int
     namespace: str
+    configured_by_agent_id: int | None = Field(
+        description="The agent whose configuration file declares this environment (pushes to "
+        "that file update it), or null for an environment created through the API."
+    )
     auto_sync: bool
     prune: bool
     self_heal: bool
@@ -203,6 +213,7 @@ class EnvironmentRead(BaseModel):
             source_id=row.source_id,
             cluster_id=row.cluster_id,
             namespace=row.namespace,
+            configured_by_agent_id=row.configured_by_agent_id,
             auto_sync=row.auto_sync,
             prune=row.prune,
             self_heal=row.self_heal,

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from app.agents.models import Agent
 from app.audit.service import record_audit
 from app.auth.models import Role
 from app.auth.principal import Principal
@@ -170,6 +171,13 @@ async def delete_source(
     )
     if used is not None:
         raise ConflictError("Environments still deploy from this source.", code="source_in_use")
+    reader = await session.scalar(
+        select(Agent.id).where(Agent.config_source_id == source_id).limit(1)
+    )
+    if reader is not None:
+        raise ConflictError(
+            "An agent reads its configuration from this source.", code="source_in_use"
+        )
     record_audit(
         session,
         principal,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import Api
 from tests.gitops.webhooks import github_push, gitlab_push
-from tests.kube.helpers import Project, wait_for
+from tests.kube.helpers import Project, Reach, wait_for
 from tests.support.git_server import GitServer, WorkingCopy, git_server
 from tests.support.kubeapi import KubeCluster, unique_name
 
@@ -148,6 +148,26 @@ class Setup:
 
 @pytest.fixture
 async def setup(
+    gitops: GitOps, git_repos: GitServer, kube_cluster: KubeCluster, tmp_path: Path
+) -> Setup:
+    return await _setup(gitops, git_repos, kube_cluster, tmp_path)
+
+
+@pytest.fixture
+async def reached_setup(
+    gitops: GitOps,
+    git_repos: GitServer,
+    kube_cluster: KubeCluster,
+    tmp_path: Path,
+    reach: Reach,
+) -> Setup:
+    """`setup`, with the cluster reached as `reach` says (directly, or through a real agent
+    server and agent)."""
+    gitops.project.reach = reach
+    return await _setup(gitops, git_repos, kube_cluster, tmp_path)
+
+
+async def _setup(
     gitops: GitOps, git_repos: GitServer, kube_cluster: KubeCluster, tmp_path: Path
 ) -> Setup:
     namespace = unique_name("gitops")

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.agents.conftest import processes, tls  # noqa: F401 (fixtures of `reach`)
 from tests.gitops.conftest import FINISHED, SECRET, Setup, config_map, service
 from tests.gitops.webhooks import github_push
+from tests.kube.conftest import reach  # noqa: F401 (direct, and through a real agent)
 from tests.kube.helpers import wait_for
 from tests.support.kubeapi import KubeCluster, unique_name
 
@@ -24,8 +26,11 @@ def _names(kube_cluster: KubeCluster, kind: str, namespace: str) -> set[str]:
 
 
 async def test_push_applies_prunes_and_records_every_object(
-    setup: Setup, kube_cluster: KubeCluster
+    reached_setup: Setup, kube_cluster: KubeCluster
 ) -> None:
+    setup = reached_setup
+    cluster = await setup.gitops.project.cluster(setup.env["cluster_id"])
+    assert cluster["connection"] == setup.gitops.project.reach.kind  # type: ignore[union-attr]
     setup.repo.write("k8s/config.yaml", config_map("a") + "---\n" + config_map("b"))
     setup.repo.write("k8s/web/service.yaml", service("web"))
     setup.repo.write("README.md", "not a manifest")
@@ -87,8 +92,9 @@ async def test_bad_input_fails_with_a_code_and_nothing_half_applied(
 
 
 async def test_a_namespace_prune_waits_for_confirmation(
-    setup: Setup, kube_cluster: KubeCluster
+    reached_setup: Setup, kube_cluster: KubeCluster
 ) -> None:
+    setup = reached_setup
     gitops = setup.gitops
     await gitops.api.patch(
         f"{gitops.base}/environments/{setup.env['id']}", {"allow_cluster_scoped": True}
@@ -222,8 +228,9 @@ async def _burst(setup: Setup, kube_cluster: KubeCluster) -> None:
 
 
 async def test_drift_is_detected_and_self_heal_restores_the_applied_objects(
-    setup: Setup, kube_cluster: KubeCluster
+    reached_setup: Setup, kube_cluster: KubeCluster
 ) -> None:
+    setup = reached_setup
     gitops, ns = setup.gitops, setup.namespace
     env_url = f"{gitops.base}/environments/{setup.env['id']}"
     setup.repo.write("k8s/cm.yaml", config_map("kept", "git") + "---\n" + config_map("other"))
