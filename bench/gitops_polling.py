@@ -110,6 +110,8 @@ def main() -> None:
             time.sleep(args.rounds * args.interval)  # the measured window: whole poll rounds
             cpu1, requests1, t1 = cpu_seconds(worker.pid), server.requests, time.monotonic()
             window = t1 - t0
+            worker.terminate()  # the baseline's git requests are counted alone
+            worker.wait(30)
             before = server.requests
             bare = baseline(url, 100)
             per_call = (server.requests - before) / 100  # git requests one ls-remote makes
