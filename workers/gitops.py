@@ -78,10 +78,12 @@ def _read_agent_configs(source_id: int, ref: str | None, pushed: str | None) -> 
         if not agents:
             return []
         source = session.scalar(
-            select(GitSource).where(GitSource.id == source_id).options(undefer(GitSource.token))
+            select(GitSource)
+            .where(GitSource.id == source_id)
+            .options(*(undefer(c) for c in git.SECRETS))
         )
         assert source is not None
-        remote = git.Remote(source.url, source.token)
+        remote = git.Remote.of(source)
     commit = pushed
     try:
         if ref is not None and not is_pattern(ref):
@@ -186,7 +188,7 @@ def _context(session: Session, deployment_id: int, step: DeploymentStep) -> _Con
     source = session.scalar(
         select(GitSource)
         .where(GitSource.id == environment.source_id)
-        .options(undefer(GitSource.token))
+        .options(*(undefer(c) for c in git.SECRETS))
     )
     assert source is not None
     cluster = session.get(Cluster, environment.cluster_id)
@@ -206,7 +208,7 @@ def _context(session: Session, deployment_id: int, step: DeploymentStep) -> _Con
         commit=deployment.commit_sha,
         ref=deployment.ref,
         trigger=deployment.trigger,
-        remote=git.Remote(source.url, source.token),
+        remote=git.Remote.of(source),
         render=RenderSpec(
             mode=RenderMode(source.render),
             paths=list(source.paths),
@@ -646,7 +648,9 @@ def poll_source(source_id: int) -> None:
     recently) ends itself."""
     with session_scope() as session:
         source = session.scalar(
-            select(GitSource).where(GitSource.id == source_id).options(undefer(GitSource.token))
+            select(GitSource)
+            .where(GitSource.id == source_id)
+            .options(*(undefer(c) for c in git.SECRETS))
         )
         if source is None or source.poll_interval_seconds <= 0:
             return
@@ -654,7 +658,7 @@ def poll_source(source_id: int) -> None:
         last = source.last_polled_at
         if last is not None and utcnow() - last < timedelta(seconds=interval / 2):
             return
-        remote, ref = git.Remote(source.url, source.token), source.ref
+        remote, ref = git.Remote.of(source), source.ref
         seen = source.last_polled_commit
     head = None
     if not is_pattern(ref):

@@ -139,13 +139,14 @@ def _parse(url: str, allowed_schemes: tuple[str, ...]) -> tuple[str, str, int]:
         raise UnsafeURLError(
             f"The URL must use {' or '.join(allowed_schemes)}.", code="invalid_url_scheme"
         )
-    if parts.username is not None or parts.password is not None:
+    # ssh names the account (`ssh://git@host/...`); a password never belongs in a URL.
+    if parts.password is not None or (parts.username is not None and scheme != "ssh"):
         raise UnsafeURLError("The URL must not contain credentials.", code="invalid_url")
     host = parts.hostname
     if not host:
         raise UnsafeURLError("The URL has no host.", code="invalid_url")
     if port is None:
-        port = 443 if scheme in ("https", "wss") else 80
+        port = {"https": 443, "wss": 443, "ssh": 22}.get(scheme, 80)
     elif port == 0:
         raise UnsafeURLError("The URL's port must be between 1 and 65535.", code="invalid_url")
     return scheme, host, port

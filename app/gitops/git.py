@@ -1,8 +1,10 @@
 """Fetching manifests with the git CLI: the exact commit, shallow, into a bounded cache.
 
 The URL passes the SSRF guard again at fetch time and git connects to the checked address
-(`http.curloptResolve`), follows no redirect, never prompts, and reads no user or system config.
-A token travels in an HTTP header given through the environment, never on the command line.
+(`http.curloptResolve`, or ssh's `HostName`), follows no redirect, never prompts, and reads no
+user or system config. A token travels in an HTTP header given through the environment, never on
+the command line. Over ssh the deploy key and the known host keys are written to a private
+temporary directory for the one command and removed after it; host keys are checked strictly.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import fcntl
 import hashlib
 import io
 import os
+import shlex
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ import structlog
 from app.core.settings import get_settings
 from app.core.ssrf import UnsafeURLError, resolve_target
 from app.gitops.errors import SourceError
+from app.gitops.models import GitSource
 from app.gitops.refs import is_pattern
 from app.gitops.settings import GitOpsSettings, get_gitops_settings
 
@@ -35,6 +40,18 @@ log = structlog.get_logger(__name__)
 class Remote:
     url: str
     token: str | None = None
+    # ssh:// only: an OpenSSH private key and the server's host keys (known_hosts lines).
+    deploy_key: str | None = None
+    known_hosts: str | None = None
+
+    @classmethod
+    def of(cls, source: GitSource) -> Remote:
+        """The remote of a source loaded with its deferred secrets (`SECRETS`)."""
+        return cls(source.url, source.token, source.deploy_key, source.known_hosts)
+
+
+# Load these with the source (`options(undefer(...))`) before `Remote.of`.
+SECRETS = (GitSource.token, GitSource.deploy_key)
 
 
 def cache_dir(settings: GitOpsSettings | None = None) -> Path:
@@ -63,6 +80,10 @@ def _classify(stderr: str) -> str:
         return "repository_not_found"
     if "redirect" in text:
         return "git_redirect_refused"
+    if "host key verification failed" in text or "no matching host key" in text:
+        return "git_host_key_mismatch"
+    if "permission denied (publickey" in text:
+        return "git_auth_failed"
     return "git_unreachable"
 
 
@@ -71,6 +92,8 @@ _MESSAGES = {
     "commit_not_found": "The git server does not have that commit or ref.",
     "repository_not_found": "The git server has no repository at that URL.",
     "git_redirect_refused": "The git server answered with a redirect, which is not followed.",
+    "git_host_key_mismatch": "The git server's SSH host key is not one of the source's known "
+    "hosts.",
     "git_unreachable": "The git server could not be reached.",
     "git_timeout": "The git server did not answer in time.",
 }
@@ -80,11 +103,14 @@ def _error(code: str) -> SourceError:
     return SourceError(code, _MESSAGES[code])
 
 
-def _environment(remote: Remote) -> dict[str, str]:
+@contextmanager
+def _environment(remote: Remote) -> Iterator[dict[str, str]]:
     """git's environment: nothing from the user's or system's config, the pinned address,
-    no redirects, no prompts, only http(s), and the token as a header."""
+    no redirects, no prompts, only http(s) or ssh, and the credential."""
     settings = get_settings()
     schemes = ("https", "http") if settings.allow_local_network else ("https",)
+    if remote.deploy_key is not None:
+        schemes = ("ssh",)
     try:
         target = resolve_target(
             remote.url, allow_local=settings.allow_local_network, allowed_schemes=schemes
@@ -94,16 +120,9 @@ def _environment(remote: Remote) -> dict[str, str]:
     config = [
         ("http.followRedirects", "false"),
         ("protocol.allow", "never"),
-        ("protocol.https.allow", "always"),
-        ("http.curloptResolve", f"{target.host}:{target.port}:{target.address}"),
         ("core.askPass", ""),
         ("credential.helper", ""),
     ]
-    if target.scheme == "http":
-        config.append(("protocol.http.allow", "always"))
-    if remote.token:
-        basic = base64.b64encode(f"x-access-token:{remote.token}".encode()).decode()
-        config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": "/nonexistent",
@@ -111,13 +130,53 @@ def _environment(remote: Remote) -> dict[str, str]:
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_ASKPASS": "/bin/false",
-        "GIT_CONFIG_COUNT": str(len(config)),
         "LC_ALL": "C",
     }
-    for index, (key, value) in enumerate(config):
-        env[f"GIT_CONFIG_KEY_{index}"] = key
-        env[f"GIT_CONFIG_VALUE_{index}"] = value
-    return env
+    with tempfile.TemporaryDirectory(prefix="clusterport-git-") as private:
+        if target.scheme == "ssh":
+            config.append(("protocol.ssh.allow", "always"))
+            env["GIT_SSH_COMMAND"] = _ssh_command(Path(private), remote, target.address)
+            env["GIT_SSH_VARIANT"] = "ssh"
+        else:
+            config.append(("protocol.https.allow", "always"))
+            config.append(("http.curloptResolve", f"{target.host}:{target.port}:{target.address}"))
+            if target.scheme == "http":
+                config.append(("protocol.http.allow", "always"))
+            if remote.token:
+                basic = base64.b64encode(f"x-access-token:{remote.token}".encode()).decode()
+                config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for index, (key, value) in enumerate(config):
+            env[f"GIT_CONFIG_KEY_{index}"] = key
+            env[f"GIT_CONFIG_VALUE_{index}"] = value
+        yield env
+
+
+def _ssh_command(private: Path, remote: Remote, address: str) -> str:
+    """ssh with only the deploy key, only the source's known hosts (strict), no config files,
+    no agent, no forwarding, connecting to the address the SSRF guard checked."""
+    key, hosts = private / "deploy_key", private / "known_hosts"
+    key.touch(mode=0o600)
+    key.write_text((remote.deploy_key or "").strip() + "\n")
+    hosts.write_text((remote.known_hosts or "").strip() + "\n")
+    timeout = max(1, int(get_gitops_settings().command_timeout))
+    options = [
+        "-F", "/dev/null",
+        "-i", str(key),
+        "-o", "IdentitiesOnly=yes",
+        "-o", "IdentityAgent=none",
+        "-o", f"UserKnownHostsFile={hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "UpdateHostKeys=no",
+        "-o", "BatchMode=yes",
+        "-o", f"HostName={address}",
+        "-o", f"ConnectTimeout={timeout}",
+        "-o", "ProxyCommand=none",
+        "-o", "PermitLocalCommand=no",
+        "-o", "ClearAllForwardings=yes",
+    ]  # fmt: skip
+    return shlex.join(["ssh", *options])
 
 
 def _git(
@@ -149,7 +208,8 @@ def resolve_ref(remote: Remote, ref: str) -> str:
     """The commit a ref points at now (`git ls-remote`). A tag pattern is not resolved."""
     if is_pattern(ref):
         raise SourceError("revision_required", "A tag pattern needs an explicit revision.")
-    proc = _git(["ls-remote", "--", remote.url, ref], env=_environment(remote))
+    with _environment(remote) as env:
+        proc = _git(["ls-remote", "--", remote.url, ref], env=env)
     if proc.returncode != 0:
         raise _error(_classify(proc.stderr.decode(errors="replace")))
     for line in proc.stdout.decode().splitlines():
@@ -210,11 +270,11 @@ def fetch(remote: Remote, commit: str, ref: str | None = None) -> Path:
             if init.returncode != 0:
                 raise SourceError("cache_error", "The git cache could not be written.")
         if not _has_commit(repo, commit):
-            env = _environment(remote)
             base = ["--git-dir", str(repo), "fetch", "-q", "--depth", "1", "--no-tags", "--"]
-            proc = _git([*base, remote.url, commit], env=env)
-            if proc.returncode != 0 and ref is not None and not is_pattern(ref):
-                proc = _git([*base, remote.url, ref], env=env)
+            with _environment(remote) as env:
+                proc = _git([*base, remote.url, commit], env=env)
+                if proc.returncode != 0 and ref is not None and not is_pattern(ref):
+                    proc = _git([*base, remote.url, ref], env=env)
             if proc.returncode != 0:
                 raise _error(_classify(proc.stderr.decode(errors="replace")))
             if not _has_commit(repo, commit):

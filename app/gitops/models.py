@@ -75,6 +75,10 @@ class GitSource(TimestampMixin, Base):
     url: Mapped[str] = mapped_column(String(2048))
     # A token sent as HTTP basic auth password; never returned.
     token: Mapped[str | None] = mapped_column(EncryptedString, deferred=True)
+    # For ssh:// URLs: the deploy key (OpenSSH private key; never returned) and the server's
+    # host keys in known_hosts format, checked strictly.
+    deploy_key: Mapped[str | None] = mapped_column(EncryptedString, deferred=True)
+    known_hosts: Mapped[str | None] = mapped_column(Text)
     # Full ref name (`refs/heads/main`, `refs/tags/v1.0`) or a tag pattern (`refs/tags/v*`).
     ref: Mapped[str] = mapped_column(String(255))
     paths: Mapped[list[str]] = mapped_column(JSON)

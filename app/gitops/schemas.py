@@ -40,12 +40,29 @@ class SourceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: DNSLabel
-    url: str = Field(max_length=2048, description="https URL of the git repository.")
+    url: str = Field(
+        max_length=2048,
+        description="URL of the git repository: `https://...`, or `ssh://user@host[:port]/path` "
+        "with a `deploy_key`.",
+    )
     token: SecretStr | None = Field(
         default=None,
         min_length=1,
         max_length=4096,
         description="Access token, sent as HTTP basic auth password (stored encrypted).",
+    )
+    deploy_key: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16384,
+        description="For ssh:// URLs: an unencrypted OpenSSH private key allowed to read the "
+        "repository (stored encrypted, never returned).",
+    )
+    known_hosts: str | None = Field(
+        default=None,
+        max_length=16384,
+        description="For ssh:// URLs: the server's host keys, as `ssh-keyscan` prints them "
+        "(known_hosts lines); checked strictly.",
     )
     ref: GitRef = Field(
         default="refs/heads/main",
@@ -76,6 +93,8 @@ class SourceUpdate(BaseModel):
 
     url: str | None = Field(default=None, max_length=2048)
     token: SecretStr | None = Field(default=None, max_length=4096, description="Empty clears it.")
+    deploy_key: SecretStr | None = Field(default=None, max_length=16384)
+    known_hosts: str | None = Field(default=None, max_length=16384)
     ref: GitRef | None = None
     paths: list[RepoPath] | None = Field(default=None, min_length=1, max_length=20)
     render: RenderMode | None = None
@@ -90,6 +109,8 @@ class SourceRead(BaseModel):
     name: str
     url: str
     has_token: bool
+    has_deploy_key: bool
+    known_hosts: str | None
     ref: str
     paths: list[str]
     render: RenderMode
@@ -109,6 +130,9 @@ class SourceRead(BaseModel):
             name=row.name,
             url=row.url,
             has_token=has_token,
+            # A source reached over ssh always has its deploy key (it cannot be cleared).
+            has_deploy_key=row.url.lower().startswith("ssh://"),
+            known_hosts=row.known_hosts,
             ref=row.ref,
             paths=list(row.paths),
             render=RenderMode(row.render),

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 
 import structlog
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +24,7 @@ from app.core.errors import ConflictError, NotFoundError
 from app.core.jobs import actor_named, enqueue_after_commit
 from app.core.settings import get_settings
 from app.core.ssrf import resolve_target_async
-from app.gitops import queue, repository, webhooks
+from app.gitops import credentials, queue, repository, webhooks
 from app.gitops.models import (
     FINISHED,
     Deployment,
@@ -57,9 +58,14 @@ def _url_schemes() -> tuple[str, ...]:
 
 async def _check_url(url: str) -> None:
     settings = get_settings()
+    schemes = ("ssh",) if credentials.is_ssh(url) else _url_schemes()
     await resolve_target_async(
-        url, allow_local=settings.allow_local_network, allowed_schemes=_url_schemes()
+        url, allow_local=settings.allow_local_network, allowed_schemes=schemes
     )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -94,13 +100,19 @@ async def create_source(
     await get_visible(session, principal, project_id)
     if await repository.source_name_taken(session, project_id, data.name):
         raise ConflictError(f"The project has a source named {data.name!r}.", code="name_taken")
+    given = credentials.checked(
+        data.url,
+        credentials.Credentials(_secret(data.token), _secret(data.deploy_key), data.known_hosts),
+    )
     await _check_url(data.url)
     generated = None if data.webhook_secret else secrets.token_urlsafe(32)
     source = GitSource(
         project_id=project_id,
         name=data.name,
         url=data.url,
-        token=data.token.get_secret_value() if data.token else None,
+        token=given.token,
+        deploy_key=given.deploy_key,
+        known_hosts=given.known_hosts,
         ref=data.ref,
         paths=list(data.paths),
         render=data.render,
@@ -133,12 +145,26 @@ async def update_source(
 ) -> GitSource:
     source = await get_source(session, principal, project_id, source_id, Role.maintainer)
     changes = data.model_dump(exclude_unset=True)
-    if data.url is not None:
-        await _check_url(data.url)
-        source.url = data.url
-    if "token" in changes:
-        value = data.token.get_secret_value() if data.token else ""
-        source.token = value or None
+    url = data.url if data.url is not None else source.url
+    if {"url", "token", "deploy_key", "known_hosts"} & changes.keys():
+        await session.refresh(source, ["token", "deploy_key"])
+        ssh = credentials.is_ssh(url)
+        given = credentials.checked(
+            url,
+            credentials.Credentials(
+                # Moving between https and ssh drops the other transport's credentials.
+                token=(_secret(data.token) if "token" in changes else source.token)
+                if not ssh
+                else _secret(data.token),
+                deploy_key=(_secret(data.deploy_key) or source.deploy_key) if ssh else None,
+                known_hosts=(data.known_hosts or source.known_hosts) if ssh else None,
+            ),
+        )
+        if data.url is not None:
+            await _check_url(url)
+        source.url = url
+        source.token, source.deploy_key = given.token, given.deploy_key
+        source.known_hosts = given.known_hosts
     if data.webhook_secret is not None:
         source.webhook_secret = data.webhook_secret.get_secret_value()
     for field in ("ref", "paths", "render", "helm_values_file"):

@@ -46,7 +46,8 @@ async def test_a_source_keeps_its_token_secret_and_shows_a_generated_webhook_sec
         ("http://93.184.216.34/app.git", "invalid_url_scheme"),
         ("https://127.0.0.1/app.git", "unsafe_url"),
         ("https://[::ffff:10.0.0.1]/app.git", "unsafe_url"),
-        ("ssh://git@93.184.216.34/app.git", "invalid_url_scheme"),
+        ("ssh://git@93.184.216.34/app.git", "deploy_key_required"),
+        ("file:///srv/app.git", "invalid_url_scheme"),
     ],
 )
 async def test_git_urls_pass_the_ssrf_guard(gitops: GitOps, url: str, code: str) -> None:
