@@ -28,7 +28,7 @@ from app.agent_server.status import (
 from app.agents.credentials import read_grant, routed_credential
 from app.auth.impersonation import impersonation_headers, is_impersonation_header
 from app.auth.models import Role
-from app.auth.service import authenticate
+from app.auth.service import authenticate, forget_token
 from app.auth.tokens import hash_token
 from app.core.db import async_session
 from app.core.errors import (
@@ -84,6 +84,8 @@ class KubeProxyHandler:
         # 64 requests arriving as an entry expires cost one database round trip, not 64.
         self._auth_cache: dict[tuple[str, int], tuple[float, asyncio.Future[Outcome]]] = {}
         self._client: aiohttp.ClientSession | None = None
+        # Requests in flight per API token hash: revoking the token ends them.
+        self._live: dict[str, set[asyncio.Task[object]]] = {}
 
     @property
     def client(self) -> aiohttp.ClientSession:
@@ -118,6 +120,31 @@ class KubeProxyHandler:
         outcome = await self._authorize(request, agent_id)
         if isinstance(outcome, web.Response):
             return outcome
+        token_hash = _api_token_hash(request)
+        task = asyncio.current_task()
+        if token_hash is None or task is None:
+            return await self._forward(request, agent_id, outcome)
+        live = self._live.setdefault(token_hash, set())
+        live.add(task)
+        try:
+            return await self._forward(request, agent_id, outcome)
+        finally:
+            live.discard(task)
+            if not live:
+                self._live.pop(token_hash, None)
+
+    def end_requests_of(self, token_hash: str) -> None:
+        """The token was revoked: end its requests in flight here (their connections close)
+        and forget what the authorization cache knew about it."""
+        for task in self._live.pop(token_hash, ()):
+            task.cancel()
+        for key in [key for key in self._auth_cache if key[0] == token_hash]:
+            self._auth_cache.pop(key, None)
+        forget_token(token_hash)
+
+    async def _forward(
+        self, request: web.Request, agent_id: int, outcome: Headers
+    ) -> web.StreamResponse:
         connection = self.server.pick_connection(agent_id)
         if connection is not None:
             return await self._through_tunnel(request, agent_id, connection.session, outcome)
@@ -374,6 +401,13 @@ class KubeProxyHandler:
             return response
         PROXIED.labels("routed", "upgraded").inc()
         return await _relay_upgrade(request, _SocketPipe(reply.reader, reply.writer), reply.headers)
+
+
+def _api_token_hash(request: web.Request) -> str | None:
+    """The hash of the request's API token (None for credentials clusterport signed)."""
+    _, _, raw = request.headers.get("Authorization", "").partition(" ")
+    raw = raw.strip()
+    return None if not raw or is_signed_credential(raw) else hash_token(raw)
 
 
 class _SocketPipe:

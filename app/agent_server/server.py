@@ -332,7 +332,8 @@ class AgentServer:
         """Close connections of revoked tokens quickly, and of expired or deleted ones soon."""
         margin = timedelta(seconds=10)  # covers transactions that commit late and clock skew
         since = utcnow() - margin
-        handled: dict[int, object] = {}
+        api_since = since
+        handled: dict[int | str, object] = {}
         ticks = 0
         while True:
             await asyncio.sleep(self.settings.agent_revocation_poll)
@@ -344,6 +345,12 @@ class AgentServer:
                     if handled.get(token_id) != revoked_at:
                         handled[token_id] = revoked_at
                         await self.close_token(token_id, CloseCode.TOKEN_REVOKED, "token revoked")
+                # API tokens: the proxy requests they opened here end (watches included).
+                for token_hash, revoked_at in await self.store.api_tokens_revoked_since(api_since):
+                    api_since = max(api_since, revoked_at - margin)
+                    if handled.get(token_hash) != revoked_at:
+                        handled[token_hash] = revoked_at
+                        self.proxy.end_requests_of(token_hash)
                 if len(handled) > 10_000:
                     handled.clear()
                 if ticks % 40 == 0:

@@ -21,6 +21,7 @@ from app.agents.models import (
 )
 from app.audit.models import AuditEvent
 from app.auth.impersonation import KubeIdentity
+from app.auth.models import AccessToken
 from app.auth.tokens import hash_token
 from app.clusters.models import Cluster
 from app.core.db import utcnow
@@ -256,6 +257,14 @@ class AgentStore:
         query = select(AgentToken.id, AgentToken.revoked_at).where(AgentToken.revoked_at >= since)
         async with self.engine.connect() as conn:
             return [(row.id, row.revoked_at) for row in await conn.execute(query)]
+
+    async def api_tokens_revoked_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """(hash, revoked_at) of API tokens revoked since then: their proxy streams end."""
+        query = select(AccessToken.token_hash, AccessToken.revoked_at).where(
+            AccessToken.revoked_at >= since
+        )
+        async with self.engine.connect() as conn:
+            return [(row.token_hash, row.revoked_at) for row in await conn.execute(query)]
 
     async def unusable_tokens(self, token_ids: Sequence[int]) -> set[int]:
         """Of these token ids: the revoked, expired or deleted ones."""

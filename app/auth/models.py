@@ -41,4 +41,5 @@ class AccessToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
-    revoked_at: Mapped[datetime | None]
+    # Indexed: every agent-server replica polls for recent revocations (proxy requests end).
+    revoked_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -33,6 +33,11 @@ def forget_recent_tokens() -> None:
     _recent.clear()
 
 
+def forget_token(token_hash: str) -> None:
+    """A revoked token: the next use looks it up again."""
+    _recent.pop(token_hash, None)
+
+
 async def authenticate(session: AsyncSession, raw: str) -> Principal:
     if not raw.startswith(API_TOKEN_PREFIX):
         raise UnauthorizedError("The token is not a clusterport API token.", code="invalid_token")

@@ -412,3 +412,47 @@ async def test_a_routed_request_carries_a_signed_assertion_never_the_callers_tok
             if replica_row is not None:
                 session.delete(replica_row)
         await runner.cleanup()
+
+
+async def test_revoking_an_api_token_ends_its_proxy_watches_on_every_replica(
+    connected: tuple[AgentSetup, AgentServerProc, Process], processes: Processes
+) -> None:
+    setup, holder, _agent = connected
+    other = processes.server()  # routes to `holder`, which has the agent's tunnel
+    created = await setup.api.post(
+        f"/api/v1/projects/{setup.project_id}/tokens", {"name": "watcher", "role": "developer"}
+    )
+    assert created.status_code == 201, created.text
+    token, token_id = created.json()["token"], created.json()["id"]
+    headers = {"Authorization": f"Bearer {token}"}
+    path = f"/k8s-proxy/agents/{setup.agent_id}/api/v1/namespaces?watch=1"
+
+    async def watch(server: AgentServerProc, started: asyncio.Event) -> str:
+        async with https(server) as http:
+            try:
+                async with http.stream("GET", server.proxy_url + path, headers=headers) as reply:
+                    assert reply.status_code == 200
+                    async for _ in reply.aiter_bytes():
+                        started.set()  # the first event: the watch is open end to end
+            except httpx.HTTPError:
+                return "cut"
+        return "ended"
+
+    events = [asyncio.Event(), asyncio.Event()]
+    watches = [
+        asyncio.create_task(watch(server, event))
+        for server, event in zip((holder, other), events, strict=True)
+    ]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 60)
+        revoked = await setup.api.delete(f"/api/v1/projects/{setup.project_id}/tokens/{token_id}")
+        assert revoked.status_code == 204, revoked.text
+        # Both end on their own (the test waits at most 30 s; the replicas look every 0.25 s).
+        _done, pending = await asyncio.wait(watches, timeout=30)
+        assert not pending, "a watch outlived its revoked token"
+    finally:
+        for task in watches:
+            task.cancel()
+    async with https(holder) as http:
+        again = await http.get(holder.proxy_url + path.split("?")[0], headers=headers)
+    assert again.status_code == 401, again.text
