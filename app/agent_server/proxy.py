@@ -358,13 +358,7 @@ class KubeProxyHandler:
                 PROXIED.labels("routed", "ok").inc()
                 return response
         except (aiohttp.ClientConnectionError, OSError):
-            PROXIED.labels("routed", "replica_unreachable").inc()
-            return status_response(
-                502,
-                "replica_unreachable",
-                f"the agent server replica holding agent {agent_id} is unreachable",
-                HOP_ROUTING,
-            )
+            return _replica_unreachable(agent_id)
 
     async def _route_upgrade(
         self,
@@ -385,13 +379,7 @@ class KubeProxyHandler:
                 proxy_url, settings.client_ssl(), request.method, request.raw_path, headers, upgrade
             )
         except (UpgradeError, OSError):
-            PROXIED.labels("routed", "replica_unreachable").inc()
-            return status_response(
-                502,
-                "replica_unreachable",
-                f"the agent server replica holding agent {agent_id} is unreachable",
-                HOP_ROUTING,
-            )
+            return _replica_unreachable(agent_id)
         if reply.status != 101:
             reply.writer.close()
             response = web.Response(status=reply.status, body=reply.body)
@@ -401,6 +389,16 @@ class KubeProxyHandler:
             return response
         PROXIED.labels("routed", "upgraded").inc()
         return await _relay_upgrade(request, _SocketPipe(reply.reader, reply.writer), reply.headers)
+
+
+def _replica_unreachable(agent_id: int) -> web.Response:
+    PROXIED.labels("routed", "replica_unreachable").inc()
+    return status_response(
+        502,
+        "replica_unreachable",
+        f"the agent server replica holding agent {agent_id} is unreachable",
+        HOP_ROUTING,
+    )
 
 
 def _api_token_hash(request: web.Request) -> str | None:
