@@ -1,9 +1,9 @@
 """The periodic work every worker does: relay the outbox, and reconcile pending records.
 
 `PENDING_WORK` lists each domain's query of records whose pending state has no live job; a
-new domain with a pending state adds its repository's `PENDING` here. Add-ons and GitOps
-deployments track their steps their own way and have their own reconciling actors, sent on the
-same schedule.
+new domain with a pending state adds its repository's `PENDING` here. Add-ons, GitOps
+deployments and EKS provisioning track their steps their own way and have their own reconciling
+actors, sent on the schedule of `_schedule()`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from app.core.outages import (
 from app.core.reconcile import PendingWork, reconcile
 from app.core.settings import get_settings
 from app.namespaces import repository as namespaces_repository
+from app.providers.aws.settings import get_eks_settings
 from workers.addons import reconcile_addons
+from workers.eks import eks_reconcile
 from workers.gitops import reconcile_gitops
 
 log = structlog.get_logger(__name__)
@@ -79,16 +81,16 @@ class PeriodicWorkMiddleware(Middleware):
 
     def _loop(self) -> None:
         settings = get_settings()
-        next_reconcile = time.monotonic()
+        schedule = _schedule()
+        due = [time.monotonic()] * len(schedule)  # each actor is sent once at boot
         while not self._stop.is_set():
             try:
                 relay_outbox(timedelta(seconds=settings.outbox_relay_after_seconds))
                 outages.up(DATABASE)
-                if time.monotonic() >= next_reconcile:
-                    reconcile_pending.send()
-                    reconcile_addons.send()
-                    reconcile_gitops.send()
-                    next_reconcile = time.monotonic() + settings.reconcile_interval_seconds
+                for index, (actor, interval) in enumerate(schedule):
+                    if time.monotonic() >= due[index]:
+                        actor.send()
+                        due[index] = time.monotonic() + interval
             except Exception as exc:  # logged once per outage; the next round tries again
                 if is_database_outage(exc):
                     outages.down(DATABASE, exc)
@@ -97,6 +99,17 @@ class PeriodicWorkMiddleware(Middleware):
                 else:
                     log.exception("periodic_work_failed")
             self._stop.wait(settings.outbox_relay_interval_seconds)
+
+
+def _schedule() -> list[tuple[dramatiq.Actor[Any, Any], float]]:
+    """The reconciling actors and how often (seconds) each is sent."""
+    every = get_settings().reconcile_interval_seconds
+    return [
+        (reconcile_pending, every),
+        (reconcile_addons, every),
+        (reconcile_gitops, every),
+        (eks_reconcile, get_eks_settings().reconcile_interval_seconds),
+    ]
 
 
 dramatiq.get_broker().add_middleware(PeriodicWorkMiddleware())
