@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+import app.core.http  # noqa: F401  (the API's metrics, registered where the API runs)
 from app.health import create_health_app
 
 
