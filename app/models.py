@@ -3,6 +3,7 @@
 from app.addons.models import ClusterAddon
 from app.agents.models import (
     Agent,
+    AgentAccess,
     AgentConnection,
     AgentServerReplica,
     AgentToken,
@@ -28,6 +29,7 @@ from app.providers.aws.models import AwsExternalId, EksProvider
 __all__ = [
     "AccessToken",
     "Agent",
+    "AgentAccess",
     "AgentConnection",
     "AgentServerReplica",
     "AgentToken",

@@ -25,12 +25,12 @@ from app.agent_server.status import (
     status_body,
     status_response,
 )
-from app.agents.credentials import read_grant, routed_credential
-from app.auth.impersonation import impersonation_headers, is_impersonation_header
-from app.auth.models import Role
+from app.agents.credentials import Acting, read_grant, routed_credential
+from app.agents.models import AccessAs
+from app.auth.impersonation import KubeIdentity, impersonation_headers, is_impersonation_header
 from app.auth.service import authenticate, forget_token
 from app.auth.tokens import hash_token
-from app.core.db import async_session
+from app.core.db import async_session, utcnow
 from app.core.errors import (
     AppError,
     ForbiddenError,
@@ -70,11 +70,20 @@ DROP_RESPONSE = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer", "proxy-authenticate"}
 )
 AUTH_CACHE_SECONDS = 2.0
-# What a credential may do through the proxy: an error, or the headers to add (impersonation).
 Headers = tuple[tuple[str, str], ...]
-Outcome = AppError | Headers
 PROXIED = Counter("clusterport_agent_proxy_requests_total", "Proxy requests", ["route", "outcome"])
 _LOCAL_OK = PROXIED.labels("local", "ok")
+READS = Counter(
+    "clusterport_agent_proxy_reads_total",
+    "Reads through the proxy per credential: an API token id, `worker` or `namespace:<id>`",
+    ["credential"],
+)
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+# What a credential may do through the proxy: an error, or whom it acts as.
+Outcome = AppError | Acting
+_WORKER = Acting((), "worker")
 
 
 class KubeProxyHandler:
@@ -143,11 +152,21 @@ class KubeProxyHandler:
         forget_token(token_hash)
 
     async def _forward(
-        self, request: web.Request, agent_id: int, outcome: Headers
+        self, request: web.Request, agent_id: int, outcome: Acting
     ) -> web.StreamResponse:
         connection = self.server.pick_connection(agent_id)
         if connection is not None:
-            return await self._through_tunnel(request, agent_id, connection.session, outcome)
+            # Accounted for on the replica that holds the tunnel only, so a routed request is
+            # audited once.
+            status = 499  # the client went away before an answer
+            try:
+                response = await self._through_tunnel(
+                    request, agent_id, connection.session, outcome.headers
+                )
+                status = response.status
+                return response
+            finally:
+                self._account(request, agent_id, outcome, status)
         if request.headers.get(ROUTED_HEADER):
             PROXIED.labels("routed", "agent_gone").inc()
             return status_response(
@@ -158,7 +177,35 @@ class KubeProxyHandler:
             )
         return await self._route(request, agent_id, outcome)
 
-    async def _authorize(self, request: web.Request, agent_id: int) -> web.Response | Headers:
+    def _account(self, request: web.Request, agent_id: int, grant: Acting, status: int) -> None:
+        """Count a read; queue a write (or an exec, attach or port-forward) for the audit trail:
+        who, which agent, verb, path and status, never the body, query or headers."""
+        upgraded = is_upgrade(list(request.headers.items())) is not None
+        if request.method not in MUTATING_METHODS and not upgraded:
+            READS.labels(grant.credential).inc()
+            return
+        if grant.actor is None:
+            return
+        path = request.path[len(PREFIX) + len(str(agent_id)) :] or "/"
+        self.server.queue_audit(
+            {
+                "project_id": grant.project_id,
+                "actor": grant.actor,
+                "action": "k8s_proxy.write" if not upgraded else "k8s_proxy.upgrade",
+                "target_type": "agent",
+                "target_id": str(agent_id),
+                "correlation_id": None,
+                "details": {
+                    "credential": grant.credential,
+                    "verb": request.method,
+                    "path": path[:1000],
+                    "status": status,
+                },
+                "created_at": utcnow(),
+            }
+        )
+
+    async def _authorize(self, request: web.Request, agent_id: int) -> web.Response | Acting:
         scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw:
@@ -198,17 +245,29 @@ class KubeProxyHandler:
             async with async_session() as session:
                 principal = await authenticate(session, raw)
                 await session.commit()  # authenticate may record last use
-            try:
-                project_id = await self.server.store.agent_project(agent_id)
-            except LookupError:
-                raise NotFoundError("The agent does not exist.", code="agent_not_found") from None
-            # Proxy access acts with the agent's rights in the cluster: developers and up.
-            principal.require_project(project_id, Role.developer)
         except AppError as exc:
-            if exc.code == "not_found":
-                return NotFoundError("The agent does not exist.", code="agent_not_found")
             return exc
-        return ()
+        try:
+            access = await self.server.store.proxy_access(agent_id, principal.project_id)
+        except LookupError:
+            return NotFoundError("The agent does not exist.", code="agent_not_found")
+        owner = access.owner_project_id
+        if access.access_as is None or access.min_role is None:
+            if not (principal.is_admin or owner is None or owner == principal.project_id):
+                # Another project's agent that is not shared with this one stays invisible.
+                return NotFoundError("The agent does not exist.", code="agent_not_found")
+            return _not_configured(agent_id, owner, principal.project_id)
+        if not principal.is_admin and principal.role.rank < access.min_role.rank:
+            return ForbiddenError(
+                f"Kubernetes API access through agent {agent_id} needs the "
+                f"{access.min_role.value} role; your token has {principal.role.value}.",
+                code="insufficient_role",
+            )
+        headers: Headers = ()
+        if access.access_as is AccessAs.impersonate:
+            headers = tuple(impersonation_headers(KubeIdentity.token(principal)))
+        project_id = principal.project_id if principal.project_id is not None else owner
+        return Acting(headers, str(principal.token_id), principal.audit_name, project_id)
 
     async def _check_signed(self, raw: str, agent_id: int) -> Outcome:
         """A credential clusterport signed: a worker's (the agent's own rights) or a namespace
@@ -220,16 +279,23 @@ class KubeProxyHandler:
             return UnauthorizedError("The credential is not valid.", code=exc.code)
         if grant.agent_id != agent_id:
             return ForbiddenError("The credential is for another agent.", code="wrong_agent")
-        if grant.headers is not None:
-            return grant.headers
+        if grant.acting is not None:
+            return grant.acting
         if grant.namespace_id is None:
-            return ()
-        identity = await self.server.store.namespace_identity(grant.namespace_id, agent_id)
-        if identity is None:
+            return _WORKER
+        found = await self.server.store.namespace_identity(grant.namespace_id, agent_id)
+        if found is None:
             return UnauthorizedError(
                 "The namespace of this credential is gone or not ready.", code="credential_revoked"
             )
-        return tuple(impersonation_headers(identity))
+        identity, project_id = found
+        credential = f"namespace:{grant.namespace_id}"
+        return Acting(
+            tuple(impersonation_headers(identity)),
+            credential,
+            f"{credential}:{identity.user}",
+            project_id,
+        )
 
     async def _through_tunnel(
         self, request: web.Request, agent_id: int, session: Session, extra: Headers
@@ -309,7 +375,7 @@ class KubeProxyHandler:
                 upload.cancel()
 
     async def _route(
-        self, request: web.Request, agent_id: int, extra: Headers
+        self, request: web.Request, agent_id: int, grant: Acting
     ) -> web.StreamResponse:
         """Pass the request to the replica holding the agent's tunnel. It carries a signed
         assertion of what this replica decided (the agent, the identity to act as), never the
@@ -331,13 +397,13 @@ class KubeProxyHandler:
         target = locations[0]
         upgrade = is_upgrade(list(request.headers.items()))
         if upgrade is not None:
-            return await self._route_upgrade(request, agent_id, extra, target.proxy_url, upgrade)
+            return await self._route_upgrade(request, agent_id, grant, target.proxy_url, upgrade)
         headers = [
             (k, v)
             for k, v in request.headers.items()
             if k.lower() not in DROP_RESPONSE and k.lower() not in ("host", "authorization")
         ]
-        headers.append(("Authorization", f"Bearer {routed_credential(agent_id, extra)}"))
+        headers.append(("Authorization", f"Bearer {routed_credential(agent_id, grant)}"))
         headers.append((ROUTED_HEADER, server.settings.agent_replica_name))
         try:
             async with self.client.request(
@@ -364,7 +430,7 @@ class KubeProxyHandler:
         self,
         request: web.Request,
         agent_id: int,
-        extra: Headers,
+        grant: Acting,
         proxy_url: str,
         upgrade: str,
     ) -> web.StreamResponse:
@@ -372,7 +438,7 @@ class KubeProxyHandler:
         HTTP/1.1 connection to that replica, relayed raw once it answers 101."""
         settings = self.server.settings
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in DROP_REQUEST]
-        headers.append(("Authorization", f"Bearer {routed_credential(agent_id, extra)}"))
+        headers.append(("Authorization", f"Bearer {routed_credential(agent_id, grant)}"))
         headers.append((ROUTED_HEADER, settings.agent_replica_name))
         try:
             reply = await open_upgrade(
@@ -428,6 +494,23 @@ class _SocketPipe:
 
     async def reset(self, code: ResetCode, reason: str) -> None:
         self._writer.close()
+
+
+def _not_configured(agent_id: int, owner: int | None, project_id: int | None) -> ForbiddenError:
+    who = "instance admin tokens" if project_id is None else f"project {project_id}"
+    if owner is None:
+        where = f"an admin adds it with PUT /api/v1/agents/{agent_id}/access"
+    else:
+        where = (
+            f"a maintainer of project {owner} adds it with "
+            f"PUT /api/v1/projects/{owner}/agents/{agent_id}/access"
+        )
+    entry = "null" if project_id is None else str(project_id)
+    return ForbiddenError(
+        f"Kubernetes API access through agent {agent_id} is not configured for {who}: {where} "
+        f'(an entry {{"project_id": {entry}, "access_as": "agent" or "impersonate"}}).',
+        code="proxy_access_not_configured",
+    )
 
 
 class _Inbound:

@@ -32,6 +32,10 @@ CAPABILITIES = ["k8s-proxy", "drain"]
 UPGRADES = Counter("clusterport_agent_upgrades_total", "Agent upgrade requests", ["outcome"])
 # Refusals that happen in normal operation (a restart, a reconnect storm): not warnings.
 _ROUTINE_REFUSALS = frozenset({"rate_limited", "draining"})
+AUDIT_BACKLOG = 100_000
+AUDIT_DROPPED = Counter(
+    "clusterport_agent_proxy_audit_dropped_total", "Proxy audit events lost to a full backlog"
+)
 CONNECTIONS = Gauge("clusterport_agent_connections", "Live agent connections on this replica")
 
 
@@ -70,6 +74,9 @@ class AgentServer:
         self._pending_add: dict[str, dict[str, object]] = {}
         self._pending_remove: set[str] = set()
         self._flush = asyncio.Event()
+        # Writes through the proxy, waiting to be written to the audit trail in a batch.
+        self._pending_audit: list[dict[str, object]] = []
+        self._audit_flush = asyncio.Event()
         self.ws_server: Server | None = None
         self.ports: dict[str, int] = {}
         # Set once every port listens (the startup banner names them).
@@ -303,6 +310,41 @@ class AgentServer:
                 await asyncio.sleep(1)
                 self._flush.set()
 
+    def queue_audit(self, row: dict[str, object]) -> None:
+        if len(self._pending_audit) >= AUDIT_BACKLOG:
+            # The database has been down for long: keep memory bounded, say what was lost.
+            AUDIT_DROPPED.inc()
+            log.error("audit backlog full; dropping a proxy audit event")
+            return
+        self._pending_audit.append(row)
+        self._audit_flush.set()
+
+    async def _audit_writer(self) -> None:
+        """Write proxy audit events in batches, off the request path."""
+        while True:
+            await self._audit_flush.wait()
+            self._audit_flush.clear()
+            await asyncio.sleep(0.05)
+            rows, self._pending_audit = self._pending_audit, []
+            try:
+                await self.store.add_audit_events(rows)
+            except asyncio.CancelledError:
+                self._pending_audit[:0] = rows  # written by flush_audit on shutdown
+                raise
+            except Exception:
+                log.exception("could not write proxy audit events; retrying")
+                self._pending_audit[:0] = rows
+                await asyncio.sleep(1)
+                self._audit_flush.set()
+
+    async def flush_audit(self) -> None:
+        """Write what is still queued (on shutdown)."""
+        rows, self._pending_audit = self._pending_audit, []
+        try:
+            await self.store.add_audit_events(rows)
+        except Exception:
+            log.exception("could not write %d proxy audit events on shutdown", len(rows))
+
     async def _replica_heartbeat(self) -> None:
         settings = self.settings
         ticks = 0
@@ -369,6 +411,7 @@ class AgentServer:
             asyncio.create_task(self._registry_writer()),
             asyncio.create_task(self._replica_heartbeat()),
             asyncio.create_task(self._revocation_watch()),
+            asyncio.create_task(self._audit_writer()),
         ]
         proxy_runner = await self._start_http(self._proxy_app(), settings.agent_proxy_port, "proxy")
         health_runner = (
@@ -405,6 +448,7 @@ class AgentServer:
             await asyncio.gather(*loops, return_exceptions=True)
             await self.proxy.close()
             await proxy_runner.cleanup()
+            await self.flush_audit()
             if health_runner is not None:
                 await health_runner.cleanup()
             with contextlib.suppress(Exception):

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.agents.models import (
     AGENT_TOKEN_PREFIX,
+    AccessAs,
     Agent,
+    AgentAccess,
     AgentConnection,
     AgentServerReplica,
     AgentToken,
@@ -21,7 +23,7 @@ from app.agents.models import (
 )
 from app.audit.models import AuditEvent
 from app.auth.impersonation import KubeIdentity
-from app.auth.models import AccessToken
+from app.auth.models import AccessToken, Role
 from app.auth.tokens import hash_token
 from app.clusters.models import Cluster
 from app.core.db import utcnow
@@ -35,6 +37,15 @@ class AgentIdentity:
     token_id: int
     # Connections of this token registered on live replicas when it authenticated.
     live_connections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAccess:
+    """An agent's owner and the access entry for one project (None: no entry)."""
+
+    owner_project_id: int | None
+    min_role: Role | None = None
+    access_as: AccessAs | None = None
 
 
 class AgentAuthError(Exception):
@@ -91,19 +102,41 @@ class AgentStore:
             raise AgentAuthError("token_expired", "The agent token has expired.")
         return AgentIdentity(row.agent_id, row.project_id, row.id, int(row.live))
 
-    async def agent_project(self, agent_id: int) -> int | None:
-        """The agent's project; None for an instance-level agent. `LookupError` when missing."""
+    async def proxy_access(self, agent_id: int, project_id: int | None) -> ProxyAccess:
+        """The agent's project and its access entry for `project_id` (None: the entry for
+        instance admin tokens), in one query. `LookupError` when the agent does not exist."""
+        entry = AgentAccess.agent_id == Agent.id
+        if project_id is None:
+            entry = and_(entry, AgentAccess.project_id.is_(None))
+        else:
+            entry = and_(entry, AgentAccess.project_id == project_id)
+        query = (
+            select(Agent.project_id, AgentAccess.min_role, AgentAccess.access_as)
+            .select_from(Agent)
+            .outerjoin(AgentAccess, entry)
+            .where(Agent.id == agent_id)
+        )
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(Agent.project_id).where(Agent.id == agent_id))).first()
+            row = (await conn.execute(query)).first()
         if row is None:
             raise LookupError(agent_id)
-        return None if row.project_id is None else int(row.project_id)
+        owner = None if row.project_id is None else int(row.project_id)
+        if row.access_as is None:
+            return ProxyAccess(owner)
+        return ProxyAccess(owner, Role(row.min_role), AccessAs(row.access_as))
 
-    async def namespace_identity(self, namespace_id: int, agent_id: int) -> KubeIdentity | None:
-        """The service account a namespace kubeconfig acts as, while the namespace is ready on
-        a cluster reached through this agent; None otherwise (the credential is revoked)."""
+    async def namespace_identity(
+        self, namespace_id: int, agent_id: int
+    ) -> tuple[KubeIdentity, int] | None:
+        """The service account a namespace kubeconfig acts as and the namespace's project, while
+        the namespace is ready on a cluster reached through this agent; None otherwise (the
+        credential is revoked)."""
         query = (
-            select(ProjectNamespace.namespace, ProjectNamespace.service_account_name)
+            select(
+                ProjectNamespace.namespace,
+                ProjectNamespace.service_account_name,
+                ProjectNamespace.project_id,
+            )
             .join(Cluster, Cluster.id == ProjectNamespace.cluster_id)
             .where(
                 ProjectNamespace.id == namespace_id,
@@ -115,7 +148,13 @@ class AgentStore:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        return KubeIdentity.service_account(row.namespace, row.service_account_name)
+        identity = KubeIdentity.service_account(row.namespace, row.service_account_name)
+        return identity, int(row.project_id)
+
+    async def add_audit_events(self, rows: Sequence[dict[str, object]]) -> None:
+        if rows:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(AuditEvent), list(rows))
 
     # -- replicas ------------------------------------------------------------------------------
 

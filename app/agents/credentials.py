@@ -27,13 +27,25 @@ ROUTED_TTL_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
+class Acting:
+    """Who a request through the proxy acts as: the headers to add (impersonation), the
+    credential its reads are counted under, and who its writes are audited as (None: a
+    worker's, which its own records account for)."""
+
+    headers: tuple[tuple[str, str], ...]
+    credential: str
+    actor: str | None = None
+    project_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyGrant:
     """What a valid credential allows: the agent, and the namespace record for a kubeconfig."""
 
     agent_id: int
     namespace_id: int | None = None
-    # A routed request's impersonation headers, decided by the replica that authorized it.
-    headers: tuple[tuple[str, str], ...] | None = None
+    # A routed request's identity, decided by the replica that authorized it.
+    acting: Acting | None = None
 
 
 def worker_credential(agent_id: int) -> str:
@@ -46,12 +58,15 @@ def namespace_credential(agent_id: int, namespace_id: int, ttl_seconds: float) -
     )
 
 
-def routed_credential(agent_id: int, headers: tuple[tuple[str, str], ...]) -> str:
-    return sign(
-        ROUTED_PURPOSE,
-        {"agent": agent_id, "headers": [list(pair) for pair in headers]},
-        ttl_seconds=ROUTED_TTL_SECONDS,
-    )
+def routed_credential(agent_id: int, acting: Acting) -> str:
+    claims = {
+        "agent": agent_id,
+        "headers": [list(pair) for pair in acting.headers],
+        "credential": acting.credential,
+        "actor": acting.actor,
+        "project": acting.project_id,
+    }
+    return sign(ROUTED_PURPOSE, claims, ttl_seconds=ROUTED_TTL_SECONDS)
 
 
 def read_grant(raw: str) -> ProxyGrant:
@@ -63,7 +78,14 @@ def read_grant(raw: str) -> ProxyGrant:
         agent_id = int(claims["agent"])
         if verified.purpose == ROUTED_PURPOSE:
             headers = tuple((str(name), str(value)) for name, value in claims["headers"])
-            return ProxyGrant(agent_id, headers=headers)
+            actor, project = claims["actor"], claims["project"]
+            acting = Acting(
+                headers,
+                str(claims["credential"]),
+                None if actor is None else str(actor),
+                None if project is None else int(project),
+            )
+            return ProxyGrant(agent_id, acting=acting)
         namespace_id = int(claims["namespace"]) if verified.purpose == NAMESPACE_PURPOSE else None
     except (KeyError, TypeError, ValueError):
         raise InvalidCredentialError("invalid_credential") from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IntPK, utcnow
@@ -38,6 +39,37 @@ class Agent(Base):
     config_error_line: Mapped[int | None]
     config_error_commit: Mapped[str | None] = mapped_column(String(64))
     config_checked_at: Mapped[datetime | None]
+
+
+class AccessAs(enum.StrEnum):
+    """Who a request through the proxy acts as in the cluster."""
+
+    agent = "agent"  # the agent's own service account
+    impersonate = "impersonate"  # the caller's clusterport identity, limited by cluster RBAC
+
+
+class AgentAccess(Base):
+    """Which project's tokens may use an agent's Kubernetes API proxy, and as whom.
+
+    No row for a project: its tokens get no proxy access (off by default). `project_id` NULL:
+    the entry for instance admin tokens, which belong to no project.
+    """
+
+    __tablename__ = "agent_access"
+    __table_args__ = (UniqueConstraint("agent_id", "project_id"),)
+
+    id: Mapped[IntPK]
+    agent_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("agents.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    min_role: Mapped[str] = mapped_column(String(32))
+    access_as: Mapped[str] = mapped_column(String(16))
+    # Environment names or patterns (`review/*`) CI jobs of the project may use; NULL: all.
+    environments: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AgentToken(Base):

@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.agents.models import Agent, AgentConnection, AgentServerReplica, AgentToken
+from app.agents.models import (
+    Agent,
+    AgentAccess,
+    AgentConnection,
+    AgentServerReplica,
+    AgentToken,
+)
 from app.core.pagination import PageParams, paginate_query
 
 
@@ -122,3 +128,21 @@ async def connected_agent_ids(
         .distinct()
     )
     return {int(agent_id) for agent_id in (await session.scalars(query)).all()}
+
+
+async def access_entries(session: AsyncSession, agent_id: int) -> list[AgentAccess]:
+    """The agent's access list; the admin entry first, then by project."""
+    query = (
+        select(AgentAccess)
+        .where(AgentAccess.agent_id == agent_id)
+        .order_by(AgentAccess.project_id.is_not(None), AgentAccess.project_id)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def replace_access(
+    session: AsyncSession, agent_id: int, rows: list[dict[str, object]]
+) -> None:
+    await session.execute(delete(AgentAccess).where(AgentAccess.agent_id == agent_id))
+    if rows:
+        await session.execute(insert(AgentAccess), [{"agent_id": agent_id, **r} for r in rows])

@@ -9,6 +9,9 @@ from fastapi import APIRouter, Depends, Query, status
 
 from app.agents import repository, service
 from app.agents.schemas import (
+    AgentAccessEntry,
+    AgentAccessRead,
+    AgentAccessUpdate,
     AgentConnectionRead,
     AgentCreate,
     AgentRead,
@@ -162,6 +165,29 @@ async def _connections_page(
     return Page(items=[AgentConnectionRead.of(r) for r in page], next_cursor=next_cursor)
 
 
+@router.get("/{agent_id}/access", operation_id="get_agent_access")
+async def get_agent_access(
+    project_id: int, agent_id: int, session: SessionDep, principal: PrincipalDep
+) -> AgentAccessRead:
+    """Who may use the agent's Kubernetes API proxy, and as whom (maintainer)."""
+    agent, rows = await service.access(session, principal, project_id, agent_id)
+    return AgentAccessRead(agent_id=agent.id, entries=[AgentAccessEntry.of(r) for r in rows])
+
+
+@router.put("/{agent_id}/access", operation_id="set_agent_access")
+async def set_agent_access(
+    project_id: int,
+    agent_id: int,
+    data: AgentAccessUpdate,
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> AgentAccessRead:
+    """Replace the agent's proxy access list (maintainer). Proxy access is off until the list
+    has an entry for the caller's project; another project's entry shares the agent with it."""
+    rows = await service.set_access(session, principal, project_id, agent_id, data.entries)
+    return AgentAccessRead(agent_id=agent_id, entries=[AgentAccessEntry.of(r) for r in rows])
+
+
 # Instance-level agents (admin): clusters of every project may be reached through them.
 instance_router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
@@ -225,3 +251,21 @@ async def list_instance_agent_connections(
     ] = None,
 ) -> Page[AgentConnectionRead]:
     return await _connections_page(session, principal, None, agent_id, limit, cursor)
+
+
+@instance_router.get("/{agent_id}/access", operation_id="get_instance_agent_access")
+async def get_instance_agent_access(
+    agent_id: int, session: SessionDep, principal: PrincipalDep
+) -> AgentAccessRead:
+    agent, rows = await service.access(session, principal, None, agent_id)
+    return AgentAccessRead(agent_id=agent.id, entries=[AgentAccessEntry.of(r) for r in rows])
+
+
+@instance_router.put("/{agent_id}/access", operation_id="set_instance_agent_access")
+async def set_instance_agent_access(
+    agent_id: int, data: AgentAccessUpdate, session: SessionDep, principal: PrincipalDep
+) -> AgentAccessRead:
+    """Replace an instance-level agent's proxy access list (admin): an entry per project that
+    may use its proxy."""
+    rows = await service.set_access(session, principal, None, agent_id, data.entries)
+    return AgentAccessRead(agent_id=agent_id, entries=[AgentAccessEntry.of(r) for r in rows])

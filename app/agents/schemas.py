@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.agents.models import Agent, AgentConnection, AgentToken
-from app.core.validation import DisplayName, DNSLabel, UTCDatetime
+from app.agents.models import AccessAs, Agent, AgentAccess, AgentConnection, AgentToken
+from app.core.pagination import MAX_ID
+from app.core.validation import DisplayName, DNSLabel, EnvironmentScope, UTCDatetime
+
+ProxyRole = Literal["reporter", "developer", "maintainer"]
+MAX_ACCESS_ENTRIES = 100
 
 CONFIG_SOURCE_DESCRIPTION = (
     "A GitOps source of the project whose file `.clusterport/agents/<agent name>/config.yaml` "
@@ -148,3 +153,55 @@ class AgentConnectionRead(BaseModel):
             connected_at=row.connected_at,
             last_heartbeat_at=row.last_heartbeat_at,
         )
+
+
+class AgentAccessEntry(BaseModel):
+    """One project's access to the agent's Kubernetes API proxy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: int | None = Field(
+        ge=1,
+        le=MAX_ID,
+        description="The project whose tokens this entry admits; null: instance admin tokens.",
+    )
+    min_role: ProxyRole = Field(
+        default="developer", description="The weakest token role of the project admitted."
+    )
+    access_as: AccessAs = Field(
+        description="`agent`: requests act with the agent's own service account. "
+        "`impersonate`: requests act as `clusterport:token:<token id>` with the groups "
+        "`clusterport:project:<project id>` and `clusterport:project:<project id>:<role>` for "
+        "the token's role and each weaker one (admin tokens: the group `clusterport:admin`); "
+        "the cluster's RBAC decides."
+    )
+    environments: list[EnvironmentScope] | None = Field(
+        default=None,
+        max_length=50,
+        description="Environments (names or patterns such as `review/*`) the project's CI jobs "
+        "may reach this agent for; omitted: every environment.",
+    )
+
+    @classmethod
+    def of(cls, row: AgentAccess) -> AgentAccessEntry:
+        return cls(
+            project_id=row.project_id,
+            min_role=row.min_role,
+            access_as=AccessAs(row.access_as),
+            environments=row.environments,
+        )
+
+
+class AgentAccessUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[AgentAccessEntry] = Field(
+        max_length=MAX_ACCESS_ENTRIES,
+        description="The whole access list; it replaces the previous one. Empty: no proxy "
+        "access for anyone.",
+    )
+
+
+class AgentAccessRead(BaseModel):
+    agent_id: int
+    entries: list[AgentAccessEntry]

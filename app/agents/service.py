@@ -8,17 +8,19 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents import repository
-from app.agents.models import AGENT_TOKEN_PREFIX, Agent, AgentConnection, AgentToken
+from app.agents.models import AGENT_TOKEN_PREFIX, Agent, AgentAccess, AgentConnection, AgentToken
+from app.agents.schemas import AgentAccessEntry
 from app.agents.settings import get_agents_settings
 from app.audit.service import record_audit
 from app.auth.models import Role
 from app.auth.principal import Principal
 from app.auth.tokens import display_prefix, generate_token, hash_token
 from app.core.db import utcnow
-from app.core.errors import BadRequestError, ConflictError, NotFoundError
+from app.core.errors import BadRequestError, ConflictError, NotFoundError, UnprocessableError
 from app.core.jobs import actor_named, enqueue_after_commit
 from app.gitops import repository as gitops_repository
 from app.gitops.models import GitOpsEnvironment
+from app.projects import repository as projects
 from app.projects.service import get_visible
 
 # How long revoked tokens of a deleted agent are kept: far longer than replicas take to notice.
@@ -208,3 +210,70 @@ async def connections(
     return await repository.live_connections(
         session, agent.id, utcnow(), dead_after, limit=limit, after=after
     )
+
+
+async def access(
+    session: AsyncSession, principal: Principal, project_id: int | None, agent_id: int
+) -> tuple[Agent, list[AgentAccess]]:
+    agent = await get(session, principal, project_id, agent_id, Role.maintainer)
+    return agent, await repository.access_entries(session, agent.id)
+
+
+async def set_access(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int | None,
+    agent_id: int,
+    entries: list[AgentAccessEntry],
+) -> list[AgentAccess]:
+    """Replace the agent's proxy access list (maintainer of the agent's project, or admin for
+    an instance-level agent). Replicas apply it within their 2-second authorization cache."""
+    agent = await get(session, principal, project_id, agent_id, Role.maintainer)
+    seen: set[int | None] = set()
+    for entry in entries:
+        if entry.project_id in seen:
+            which = (
+                "instance admin tokens"
+                if entry.project_id is None
+                else (f"project {entry.project_id}")
+            )
+            raise UnprocessableError(
+                f"The access list has two entries for {which}; keep one.",
+                code="duplicate_access_entry",
+            )
+        seen.add(entry.project_id)
+        if entry.environments is not None and len(set(entry.environments)) != len(
+            entry.environments
+        ):
+            raise UnprocessableError(
+                f"The entry for project {entry.project_id} names an environment twice.",
+                code="duplicate_environment",
+            )
+    wanted = {project for project in seen if project is not None}
+    missing = sorted(wanted - await projects.existing_ids(session, wanted))
+    if missing:
+        raise UnprocessableError(
+            f"No project has the id {missing[0]}; access can only be given to existing projects.",
+            code="unknown_project",
+        )
+    await repository.lock_agent(session, agent.id)
+    rows: list[dict[str, object]] = [
+        {
+            "project_id": entry.project_id,
+            "min_role": entry.min_role,
+            "access_as": entry.access_as.value,
+            "environments": entry.environments,
+        }
+        for entry in entries
+    ]
+    await repository.replace_access(session, agent.id, rows)
+    record_audit(
+        session,
+        principal,
+        "agent.access.update",
+        "agent",
+        agent.id,
+        project_id=project_id,
+        details={"entries": rows},
+    )
+    return await repository.access_entries(session, agent.id)

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.auth.models import Role
+from app.auth.principal import Principal
+
 IMPERSONATE_PREFIX = "impersonate-"
+# Every name clusterport impersonates starts with this, so the agent's ClusterRole can be
+# limited to them (`resourceNames` on users) and cluster RBAC can tell them apart.
+NAME_PREFIX = "clusterport:"
+ADMIN_GROUP = "clusterport:admin"
+PROJECT_ROLES = (Role.reporter, Role.developer, Role.maintainer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +33,25 @@ class KubeIdentity:
     @classmethod
     def service_account(cls, namespace: str, name: str) -> KubeIdentity:
         return cls(f"system:serviceaccount:{namespace}:{name}")
+
+    @classmethod
+    def token(cls, principal: Principal) -> KubeIdentity:
+        """An API token: user `clusterport:token:<id>`.
+
+        A project token gets `clusterport:project:<id>` and one `clusterport:project:<id>:<role>`
+        group for its role and each weaker one, so a RoleBinding to the weakest role that should
+        have a right covers every stronger role too. An instance admin token belongs to no
+        project: it gets the single group `clusterport:admin`.
+        """
+        user = f"{NAME_PREFIX}token:{principal.token_id}"
+        if principal.project_id is None:
+            return cls(user, (ADMIN_GROUP,))
+        return cls(user, project_groups(principal.project_id, principal.role))
+
+
+def project_groups(project_id: int, role: Role) -> tuple[str, ...]:
+    base = f"{NAME_PREFIX}project:{project_id}"
+    return (base, *(f"{base}:{r.value}" for r in PROJECT_ROLES if r.rank <= role.rank))
 
 
 def impersonation_headers(identity: KubeIdentity) -> list[tuple[str, str]]:

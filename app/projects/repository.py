@@ -29,3 +29,10 @@ async def list_page(
 
 async def has_clusters(session: AsyncSession, project_id: int) -> bool:
     return bool(await session.scalar(select(exists().where(Cluster.project_id == project_id))))
+
+
+async def existing_ids(session: AsyncSession, project_ids: set[int]) -> set[int]:
+    if not project_ids:
+        return set()
+    query = select(Project.id).where(Project.id.in_(project_ids))
+    return {int(project_id) for project_id in (await session.scalars(query)).all()}

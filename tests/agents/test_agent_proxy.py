@@ -404,7 +404,8 @@ async def test_a_routed_request_carries_a_signed_assertion_never_the_callers_tok
         assert scheme == "Bearer"
         grant = read_grant(credential)
         assert grant.agent_id == agent_setup.agent_id
-        assert grant.headers == ()  # the agent's own identity, as this replica decided
+        assert grant.acting is not None
+        assert grant.acting.headers == ()  # the agent's own identity, as this replica decided
         assert sent["x-clusterport-routed-from"] == server.replica
     finally:
         with session_scope() as session:
