@@ -72,6 +72,13 @@ async def agent_setup(admin: Api) -> AgentSetup:
         f"/api/v1/projects/{project['id']}/agents/{agent_id}/tokens", {"name": "main"}
     )
     assert token.status_code == 201, token.text
+    # The project's developers use the proxy with the agent's own rights.
+    access = await admin.request(
+        "PUT",
+        f"/api/v1/projects/{project['id']}/agents/{agent_id}/access",
+        json={"entries": [{"project_id": project["id"], "access_as": "agent"}]},
+    )
+    assert access.status_code == 200, access.text
     developer = await admin.create_project_token(project["id"], role="developer")
     return AgentSetup(
         admin, project["id"], agent_id, token.json()["token"], token.json()["id"], developer

@@ -523,6 +523,29 @@ def test_agent_service_account_gets_only_what_the_chart_grants(
         assert not can("impersonate", "serviceaccounts/default", other)
         assert not can("impersonate", "users")
         assert not can("impersonate", "groups")
+
+        # Proxy access as the caller's clusterport identity: exact group names only.
+        helm_run(
+            "upgrade",
+            release,
+            str(AGENT_CHART),
+            "-f",
+            values,
+            "--set",
+            "rbac.clusterWide=true,rbac.impersonation.enabled=true,"
+            "rbac.impersonation.projects={7},rbac.impersonation.admin=true",
+        )
+        assert can("impersonate", "users/clusterport:token:42")
+        for group in (
+            "clusterport:project:7",
+            "clusterport:project:7:reporter",
+            "clusterport:project:7:maintainer",
+            "clusterport:admin",
+        ):
+            assert can("impersonate", f"groups/{group}"), group
+        for group in ("system:masters", "clusterport:project:8", "clusterport:project:8:developer"):
+            assert not can("impersonate", f"groups/{group}"), group
+        assert not can("impersonate", "groups")
     finally:
         helm_run("uninstall", release)
         for name in (other, workloads):
