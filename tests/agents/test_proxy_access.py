@@ -146,6 +146,7 @@ async def test_proxy_access_is_off_by_default_with_a_coded_status_saying_what_to
 
         # The 2-second authorization cache may still hold the fixture's access.
         response = await eventually(refused, "the emptied access list to apply")
+        assert response is not None
         cause = response.json()["details"]["causes"][0]
         assert cause["reason"] == "proxy_access_not_configured"
         message = response.json()["message"]
@@ -364,11 +365,9 @@ async def test_admin_tokens_use_the_admin_entry_and_the_admin_group(
     assert (await put_access(admin, setup, entries)).status_code == 200
     config = write_kubeconfig(setup, server, tmp_path / "kc", admin.token)
 
-    def whoami() -> Any:
-        return kubectl(kube_cluster, config, "auth", "can-i", "list", "namespaces")
-
     async def impersonated() -> bool:
-        return whoami().stdout.strip() == "no"
+        can = kubectl(kube_cluster, config, "auth", "can-i", "list", "namespaces")
+        return can.stdout.strip() == "no"
 
     # `clusterport:admin` has no binding on the test cluster: it may do nothing.
     await eventually(impersonated, "the admin entry to apply")
@@ -389,7 +388,7 @@ async def test_writes_of_a_routed_request_are_audited_once(
     kube_cluster: Any,
     tmp_path: Path,
 ) -> None:
-    setup, server, _agent = connected
+    setup, _server, _agent = connected
     other = processes.server()  # holds no connection: routes to `server`
     config = write_kubeconfig(setup, other, tmp_path / "kc", setup.developer_token)
     ns = unique_name("routed")
