@@ -51,11 +51,15 @@ class Seeded:
     agent_ids: list[int]
     agent_tokens: list[str]
     api_token: str
+    # A maintainer token of a second project whose entry on every agent is `impersonate`.
+    impersonated_token: str
+    impersonated_project_id: int
 
 
 @contextmanager
 def database(agents: int) -> Iterator[Seeded]:
-    """A fresh migrated database with one project, `agents` agents (one token each)."""
+    """A fresh migrated database with one project, `agents` agents (one token each). The
+    project's tokens use the proxy as the agent; a second project's impersonate."""
     base = os.environ.get(
         "CLUSTERPORT_TEST_DATABASE_URL",
         "postgresql://clusterport:clusterport@127.0.0.1:5432/clusterport",
@@ -78,16 +82,23 @@ def database(agents: int) -> Iterator[Seeded]:
         plain = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
         tokens = [generate_token("cpa_") for _ in range(agents)]
         api_token = generate_token("cpt_")
+        impersonated_token = generate_token("cpt_")
         with psycopg.connect(plain) as conn:
-            project_id = conn.execute(
-                "INSERT INTO projects (name, description, created_at, updated_at)"
-                " VALUES ('bench', '', now(), now()) RETURNING id"
-            ).fetchone()[0]  # type: ignore[index]
-            conn.execute(
-                "INSERT INTO access_tokens (project_id, name, role, token_hash, token_prefix,"
-                " created_at) VALUES (%s, 'bench', 'maintainer', %s, %s, now())",
-                (project_id, hash_token(api_token), api_token[:12]),
-            )
+            project_ids: list[int] = []
+            for project, token in (("bench", api_token), ("bench-guest", impersonated_token)):
+                project_ids.append(
+                    conn.execute(
+                        "INSERT INTO projects (name, description, created_at, updated_at)"
+                        " VALUES (%s, '', now(), now()) RETURNING id",
+                        (project,),
+                    ).fetchone()[0]  # type: ignore[index]
+                )
+                conn.execute(
+                    "INSERT INTO access_tokens (project_id, name, role, token_hash, token_prefix,"
+                    " created_at) VALUES (%s, 'bench', 'maintainer', %s, %s, now())",
+                    (project_ids[-1], hash_token(token), token[:12]),
+                )
+            project_id, guest_id = project_ids
             agent_ids: list[int] = []
             with conn.cursor() as cur:
                 for i, token in enumerate(tokens):
@@ -103,7 +114,12 @@ def database(agents: int) -> Iterator[Seeded]:
                         " created_at) VALUES (%s, 'bench', %s, %s, now())",
                         (agent_id, hash_token(token), token[:12]),
                     )
-        yield Seeded(env, db_url, agent_ids, tokens, api_token)
+                    cur.executemany(
+                        "INSERT INTO agent_access (agent_id, project_id, min_role, access_as,"
+                        " created_at) VALUES (%s, %s, 'developer', %s, now())",
+                        [(agent_id, project_id, "agent"), (agent_id, guest_id, "impersonate")],
+                    )
+        yield Seeded(env, db_url, agent_ids, tokens, api_token, impersonated_token, guest_id)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,5 +1,6 @@
-"""Benchmark: GET through agent server + agent vs directly to kube-apiserver, and vs a bare
-aiohttp reverse-proxy hop, all in the same run.
+"""Benchmark: GET through agent server + agent (acting as the agent, and impersonating the
+caller) vs directly to kube-apiserver, and vs a bare aiohttp reverse-proxy hop, all in the
+same run.
 
 Usage: uv run python bench/agent_proxy.py [--duration 10] [--rounds 3]
 Needs wrk, Postgres (CLUSTERPORT_TEST_DATABASE_URL) and the Kubernetes binaries from
@@ -24,6 +25,7 @@ import httpx
 
 from bench.agent_common import (
     ROOT,
+    Kube,
     cpu_seconds,
     database,
     free_port,
@@ -63,6 +65,30 @@ def wrk(url: str, token: str, connections: int, duration: int) -> Run:
     value, unit = float(match.group(1)), match.group(2)
     p50 = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
     return Run(count, rps, p50)
+
+
+def allow_impersonated(kube: Kube, project_id: int) -> None:
+    """Let the impersonated project's group read namespaces (the built-in `view` role)."""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "bench-impersonated-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [
+            {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Group",
+                "name": f"clusterport:project:{project_id}",
+            }
+        ],
+    }
+    response = httpx.post(
+        f"{kube.url}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        json=binding,
+        headers={"Authorization": f"Bearer {kube.token}"},
+        verify=str(kube.ca_file),
+    )
+    response.raise_for_status()
 
 
 def measured(
@@ -123,12 +149,14 @@ def main() -> None:
             )
             bare_url = f"http://127.0.0.1:{bare_port}{PATH}"
             direct_url = kube.url + PATH
-            headers = {"Authorization": f"Bearer {seeded.api_token}"}
-            deadline = time.monotonic() + 60
-            while httpx.get(agent_url, headers=headers).status_code != 200:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the agent did not connect")
-                time.sleep(0.2)
+            allow_impersonated(kube, seeded.impersonated_project_id)
+            for token in (seeded.api_token, seeded.impersonated_token):
+                headers = {"Authorization": f"Bearer {token}"}
+                deadline = time.monotonic() + 60
+                while httpx.get(agent_url, headers=headers).status_code != 200:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the agent did not connect")
+                    time.sleep(0.2)
             while True:
                 try:
                     if httpx.get(bare_url).status_code == 200:
@@ -139,6 +167,7 @@ def main() -> None:
                 "direct": (direct_url, kube.token, []),
                 "bare aiohttp proxy": (bare_url, "unused", [bare.pid]),
                 "agent server + agent": (agent_url, seeded.api_token, [server.pid, agent.pid]),
+                "impersonating": (agent_url, seeded.impersonated_token, [server.pid, agent.pid]),
             }
             for url, token, _ in targets.values():
                 wrk(url, token, 8, 2)  # warm-up
@@ -169,6 +198,13 @@ def main() -> None:
                 f"(bare proxy adds {bare_med[0] - direct[0]:.2f} ms)"
             )
             print(f"CPU per proxied request: {agent_med[2] / bare_med[2]:.2f}x the bare proxy hop")
+            imp_med = med["impersonating"]
+            print(
+                f"added p50 impersonating: {imp_med[0] - direct[0]:.2f} ms vs "
+                f"{agent_med[0] - direct[0]:.2f} ms as the agent "
+                f"(p50 ratio {imp_med[0] / agent_med[0]:.2f}x, "
+                f"req/s ratio {imp_med[1] / agent_med[1]:.2f}x)"
+            )
         finally:
             for process in processes:
                 process.terminate()
