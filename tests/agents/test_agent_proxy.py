@@ -18,7 +18,9 @@ from tests.agents.support import CLUSTERPORT, AgentServerProc, Process
 from tests.support.kubeapi import unique_name
 
 
-def write_kubeconfig(setup: AgentSetup, server: AgentServerProc, path: Path, token: str) -> Path:
+def write_kubeconfig(
+    setup: AgentSetup, server: AgentServerProc, path: Path, token: str, *extra: str
+) -> Path:
     """`clusterport kubeconfig --agent ID` for the agent, through this server's proxy."""
     result = subprocess.run(
         [
@@ -32,6 +34,7 @@ def write_kubeconfig(setup: AgentSetup, server: AgentServerProc, path: Path, tok
             server.env["CLUSTERPORT_AGENT_TLS_CA_FILE"],
             "--kubeconfig",
             str(path),
+            *extra,
         ],
         env={"CLUSTERPORT_TOKEN": token, "PATH": "/usr/bin:/bin"},
         capture_output=True,
