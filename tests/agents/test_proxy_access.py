@@ -85,11 +85,11 @@ async def test_access_is_empty_until_a_maintainer_sets_it_and_each_change_is_aud
             [{"project_id": "own", "access_as": "agent", "environments": ["prod", "prod"]}],
             "duplicate_environment",
         ),
-        ([{"project_id": "own", "access_as": "root"}], "validation_error"),
-        ([{"project_id": "own", "access_as": "agent", "min_role": "admin"}], "validation_error"),
-        ([{"project_id": "own", "access_as": "agent", "environments": ["/x"]}], "validation_error"),
-        ([{"project_id": 2**63, "access_as": "agent"}], "validation_error"),
-        ([{"project_id": "own", "access_as": "agent", "extra": 1}], "validation_error"),
+        ([{"project_id": "own", "access_as": "root"}], "validation_failed"),
+        ([{"project_id": "own", "access_as": "agent", "min_role": "admin"}], "validation_failed"),
+        ([{"project_id": "own", "access_as": "agent", "environments": ["/x"]}], "validation_failed"),
+        ([{"project_id": 2**63, "access_as": "agent"}], "validation_failed"),
+        ([{"project_id": "own", "access_as": "agent", "extra": 1}], "validation_failed"),
     ],
 )
 async def test_a_bad_access_list_is_refused_with_a_code(
