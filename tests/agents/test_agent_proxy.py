@@ -7,6 +7,7 @@ import json
 import signal
 import ssl
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -376,7 +377,9 @@ async def test_a_routed_request_carries_a_signed_assertion_never_the_callers_tok
                 name=replica,
                 proxy_url=f"http://127.0.0.1:{port}",
                 started_at=now,
-                heartbeat_at=now,
+                # Alive for the whole test even when the agent server takes seconds to start
+                # (its first heartbeat forgets replicas silent for 3 s).
+                heartbeat_at=now + timedelta(minutes=5),
             )
         )
         session.flush()
