@@ -54,6 +54,7 @@ class Seeded:
     # A maintainer token of a second project whose entry on every agent is `impersonate`.
     impersonated_token: str
     impersonated_project_id: int
+    impersonated_token_id: int
 
 
 @contextmanager
@@ -85,6 +86,7 @@ def database(agents: int) -> Iterator[Seeded]:
         impersonated_token = generate_token("cpt_")
         with psycopg.connect(plain) as conn:
             project_ids: list[int] = []
+            token_ids: list[int] = []
             for project, token in (("bench", api_token), ("bench-guest", impersonated_token)):
                 project_ids.append(
                     conn.execute(
@@ -93,10 +95,13 @@ def database(agents: int) -> Iterator[Seeded]:
                         (project,),
                     ).fetchone()[0]  # type: ignore[index]
                 )
-                conn.execute(
-                    "INSERT INTO access_tokens (project_id, name, role, token_hash, token_prefix,"
-                    " created_at) VALUES (%s, 'bench', 'maintainer', %s, %s, now())",
-                    (project_ids[-1], hash_token(token), token[:12]),
+                token_ids.append(
+                    conn.execute(
+                        "INSERT INTO access_tokens (project_id, name, role, token_hash,"
+                        " token_prefix, created_at)"
+                        " VALUES (%s, 'bench', 'maintainer', %s, %s, now()) RETURNING id",
+                        (project_ids[-1], hash_token(token), token[:12]),
+                    ).fetchone()[0]  # type: ignore[index]
                 )
             project_id, guest_id = project_ids
             agent_ids: list[int] = []
@@ -119,7 +124,9 @@ def database(agents: int) -> Iterator[Seeded]:
                         " created_at) VALUES (%s, %s, 'developer', %s, now())",
                         [(agent_id, project_id, "agent"), (agent_id, guest_id, "impersonate")],
                     )
-        yield Seeded(env, db_url, agent_ids, tokens, api_token, impersonated_token, guest_id)
+        yield Seeded(
+            env, db_url, agent_ids, tokens, api_token, impersonated_token, guest_id, token_ids[1]
+        )
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
