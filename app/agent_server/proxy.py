@@ -92,6 +92,7 @@ class KubeProxyHandler:
         # (token hash, agent) -> (valid until, outcome). Concurrent misses share one lookup, so
         # 64 requests arriving as an entry expires cost one database round trip, not 64.
         self._auth_cache: dict[tuple[str, int], tuple[float, asyncio.Future[Outcome]]] = {}
+        self._lookups: set[asyncio.Task[Outcome]] = set()
         self._client: aiohttp.ClientSession | None = None
         # Requests in flight per API token hash: revoking the token ends them.
         self._live: dict[str, set[asyncio.Task[object]]] = {}
@@ -218,25 +219,32 @@ class KubeProxyHandler:
         if cached is None or cached[0] <= now:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
-            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            # A task of its own: the client that started the lookup going away must not leave
+            # the others waiting on it for ever.
+            task = asyncio.create_task(self._lookup(key, raw, agent_id))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+            future: asyncio.Future[Outcome] = task
             self._auth_cache[key] = (now + AUTH_CACHE_SECONDS, future)
-            try:
-                future.set_result(await self._check(raw, agent_id))
-            except Exception:
-                # Database trouble: answer 503 to everyone waiting, retry on the next request.
-                log.exception("proxy authorization failed")
-                self._auth_cache.pop(key, None)
-                future.set_result(
-                    ServiceUnavailableError(
-                        "cannot check the token right now", code="auth_unavailable"
-                    )
-                )
         else:
             future = cached[1]
         outcome = future.result() if future.done() else await asyncio.shield(future)
         if not isinstance(outcome, AppError):
             return outcome
         return status_response(outcome.status_code, outcome.code, outcome.message, HOP_SERVER)
+
+    async def _lookup(self, key: tuple[str, int], raw: str, agent_id: int) -> Outcome:
+        try:
+            return await self._check(raw, agent_id)
+        except Exception:
+            # Database trouble: answer 503 to everyone waiting, retry on the next request.
+            log.exception("proxy authorization failed")
+            cached = self._auth_cache.get(key)
+            if cached is not None and cached[1] is asyncio.current_task():
+                del self._auth_cache[key]
+            return ServiceUnavailableError(
+                "cannot check the token right now", code="auth_unavailable"
+            )
 
     async def _check(self, raw: str, agent_id: int) -> Outcome:
         if is_signed_credential(raw):
