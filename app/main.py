@@ -16,6 +16,7 @@ from app.clusters.router import router as clusters_router
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.gitops.router import hooks_router
 from app.gitops.router import router as gitops_router
+from app.job_tokens.router import router as job_tokens_router
 from app.namespaces.router import environments_router
 from app.namespaces.router import router as namespaces_router
 from app.projects.router import router as projects_router
@@ -54,6 +55,7 @@ def create_app() -> FastAPI:
         agents_router,
         instance_clusters_router,
         instance_agents_router,
+        job_tokens_router,
         eks_router,
         gitops_router,
         hooks_router,

@@ -22,6 +22,7 @@ from app.gitops.models import (
     GitSource,
     WebhookDelivery,
 )
+from app.job_tokens.models import JobToken
 from app.namespaces.models import ProjectNamespace
 from app.projects.models import Project
 from app.providers.aws.models import AwsExternalId, EksProvider
@@ -45,6 +46,7 @@ __all__ = [
     "EksProvider",
     "GitOpsEnvironment",
     "GitSource",
+    "JobToken",
     "KubernetesPlatform",
     "OutboxJob",
     "Project",

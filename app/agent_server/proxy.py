@@ -30,6 +30,7 @@ from app.agents.models import AccessAs
 from app.auth.impersonation import KubeIdentity, impersonation_headers, is_impersonation_header
 from app.auth.service import authenticate, forget_token
 from app.auth.tokens import hash_token
+from app.clusters.scope import scope_matches
 from app.core.db import async_session, utcnow
 from app.core.errors import (
     AppError,
@@ -40,6 +41,7 @@ from app.core.errors import (
 )
 from app.core.pagination import MAX_ID
 from app.core.signing import InvalidCredentialError, is_signed_credential
+from app.namespaces.naming import environment_slug
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Session, SessionClosed, Stream, StreamReset
 from app.tunnel.upgrade import CHUNK, UpgradeError, is_upgrade, open_upgrade
@@ -285,6 +287,8 @@ class KubeProxyHandler:
             grant = read_grant(raw)
         except InvalidCredentialError as exc:
             return UnauthorizedError("The credential is not valid.", code=exc.code)
+        if grant.job_id is not None:
+            return await self._check_job(grant.job_id, agent_id)
         if grant.agent_id != agent_id:
             return ForbiddenError("The credential is for another agent.", code="wrong_agent")
         if grant.acting is not None:
@@ -304,6 +308,39 @@ class KubeProxyHandler:
             f"{credential}:{identity.user}",
             project_id,
         )
+
+    async def _check_job(self, job_id: int, agent_id: int) -> Outcome:
+        """A CI job's credential: its record must be live, and the agent's access list must
+        admit its project and environment."""
+        job = await self.server.store.job_access(job_id, agent_id)
+        if job is None or job.revoked_at is not None:
+            return UnauthorizedError("The job credential was revoked.", code="credential_revoked")
+        if job.expires_at <= utcnow():
+            return UnauthorizedError("The job credential has expired.", code="credential_expired")
+        admitted = job.environments is None or any(
+            scope_matches(scope, job.environment) for scope in job.environments
+        )
+        if job.access_as is None or job.min_role is None or not admitted:
+            return ForbiddenError(
+                f"Agent {agent_id} does not admit CI jobs of project {job.project_id} for "
+                f"environment {job.environment!r}: its access list needs an entry for the "
+                "project whose environments include it.",
+                code="proxy_access_not_configured",
+            )
+        if job.role.rank < job.min_role.rank:
+            return ForbiddenError(
+                f"Kubernetes API access through agent {agent_id} needs the "
+                f"{job.min_role.value} role; this job's token was created with "
+                f"{job.role.value}.",
+                code="insufficient_role",
+            )
+        headers: Headers = ()
+        if job.access_as is AccessAs.impersonate:
+            identity = KubeIdentity.ci_job(
+                job_id, job.project_id, environment_slug(job.environment)
+            )
+            headers = tuple(impersonation_headers(identity))
+        return Acting(headers, f"job:{job_id}", f"ci-job:{job_id}", job.project_id)
 
     async def _through_tunnel(
         self, request: web.Request, agent_id: int, session: Session, extra: Headers

@@ -27,6 +27,7 @@ from app.auth.models import AccessToken, Role
 from app.auth.tokens import hash_token
 from app.clusters.models import Cluster
 from app.core.db import utcnow
+from app.job_tokens.models import JobToken
 from app.namespaces.models import NamespaceStatus, ProjectNamespace
 
 
@@ -46,6 +47,20 @@ class ProxyAccess:
     owner_project_id: int | None
     min_role: Role | None = None
     access_as: AccessAs | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobAccess:
+    """A CI job's record and the access entry of its project on one agent (None: no entry)."""
+
+    project_id: int
+    environment: str
+    role: Role
+    expires_at: datetime
+    revoked_at: datetime | None
+    min_role: Role | None = None
+    access_as: AccessAs | None = None
+    environments: list[str] | None = None
 
 
 class AgentAuthError(Exception):
@@ -124,6 +139,50 @@ class AgentStore:
         if row.access_as is None:
             return ProxyAccess(owner)
         return ProxyAccess(owner, Role(row.min_role), AccessAs(row.access_as))
+
+    async def job_access(self, job_id: int, agent_id: int) -> JobAccess | None:
+        """The job's record and its project's entry on the agent, in one query; None when the
+        job record is gone."""
+        query = (
+            select(
+                JobToken.project_id,
+                JobToken.environment,
+                JobToken.role,
+                JobToken.expires_at,
+                JobToken.revoked_at,
+                AgentAccess.min_role,
+                AgentAccess.access_as,
+                AgentAccess.environments,
+            )
+            .select_from(JobToken)
+            .outerjoin(
+                AgentAccess,
+                and_(
+                    AgentAccess.project_id == JobToken.project_id,
+                    AgentAccess.agent_id == agent_id,
+                ),
+            )
+            .where(JobToken.id == job_id)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        job = JobAccess(
+            int(row.project_id), row.environment, Role(row.role), row.expires_at, row.revoked_at
+        )
+        if row.access_as is None:
+            return job
+        return JobAccess(
+            job.project_id,
+            job.environment,
+            job.role,
+            job.expires_at,
+            job.revoked_at,
+            Role(row.min_role),
+            AccessAs(row.access_as),
+            row.environments,
+        )
 
     async def namespace_identity(
         self, namespace_id: int, agent_id: int

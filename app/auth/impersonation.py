@@ -48,6 +48,15 @@ class KubeIdentity:
             return cls(user, (ADMIN_GROUP,))
         return cls(user, project_groups(principal.project_id, principal.role))
 
+    @classmethod
+    def ci_job(cls, job_id: int, project_id: int, environment_slug: str) -> KubeIdentity:
+        """A CI job credential: user `clusterport:ci_job:<id>`, groups of its project and its
+        environment (by slug, as namespaces are named)."""
+        return cls(
+            f"{NAME_PREFIX}ci_job:{job_id}",
+            (f"{NAME_PREFIX}project:{project_id}", f"{NAME_PREFIX}environment:{environment_slug}"),
+        )
+
 
 def project_groups(project_id: int, role: Role) -> tuple[str, ...]:
     base = f"{NAME_PREFIX}project:{project_id}"
