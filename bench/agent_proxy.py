@@ -199,8 +199,12 @@ def main() -> None:
             p50: dict[str, list[float]] = {k: [] for k in targets}
             rps: dict[str, list[float]] = {k: [] for k in targets}
             cpu: dict[str, list[float]] = {k: [] for k in targets}
-            for _ in range(args.rounds):
-                for name, (url, headers, pids) in targets.items():
+            names = list(targets)
+            for round_ in range(args.rounds):
+                # A different target goes first each round: none always follows the same one.
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    url, headers, pids = targets[name]
                     single, _ = measured(url, headers, 1, args.duration, pids)
                     loaded, per_request = measured(url, headers, 64, args.duration, pids)
                     p50[name].append(single.p50_ms)
