@@ -1,7 +1,7 @@
 """Agent proxy access: which projects may use an agent's Kubernetes API proxy, and as whom
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-02 10:10:24.601714
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import app.core.db
 
-revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0009"
+revision: str = "0013"
+down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
