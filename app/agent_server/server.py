@@ -18,6 +18,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from app.agent_server.admission import TokenBuckets, address_allowed, client_address
+from app.agent_server.apply import APPLY_PREFIX, ApplyHandler
 from app.agent_server.config import AgentServerSettings
 from app.agent_server.proxy import PREFIX, KubeProxyHandler
 from app.agent_server.store import AgentAuthError, AgentIdentity, AgentStore
@@ -28,7 +29,7 @@ from app.tunnel.session import Limits, Session, SessionClosed
 from app.tunnel.transport import WebsocketTransport
 
 log = logging.getLogger("clusterport.agent_server")
-CAPABILITIES = ["k8s-proxy", "drain"]
+CAPABILITIES = ["k8s-proxy", "drain", "gitops-apply"]
 UPGRADES = Counter("clusterport_agent_upgrades_total", "Agent upgrade requests", ["outcome"])
 # Refusals that happen in normal operation (a restart, a reconnect storm): not warnings.
 _ROUTINE_REFUSALS = frozenset({"rate_limited", "draining"})
@@ -50,6 +51,7 @@ class AgentServer:
         self.settings = settings
         self.store = store
         self.proxy = KubeProxyHandler(self)
+        self.apply = ApplyHandler(self.proxy)
         self.draining = False
         self.ready = False
         self.connections: dict[str, LiveConnection] = {}
@@ -458,6 +460,7 @@ class AgentServer:
         app = web.Application(client_max_size=0)
         app.router.add_route("*", PREFIX + "{agent}/{tail:.*}", self.proxy.handle)
         app.router.add_route("*", PREFIX + "{agent}", self.proxy.handle)
+        app.router.add_post(APPLY_PREFIX + "{agent}", self.apply.handle)
         return app
 
     def _health_app(self) -> web.Application:

@@ -1,0 +1,182 @@
+"""Pull-based GitOps for workers: `POST /agent-apply/agents/{id}` sends rendered objects down the
+agent's tunnel on an `apply` stream (on the replica holding it, routed like the proxy) and relays
+the agent's NDJSON results, one line per object and a closing `done` line.
+
+Only clusterport's own worker credential may use it: the agent applies with its own identity.
+The agent is trusted with nothing, so each line is checked and rewritten from known fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from app.agent_server.proxy import (
+    ROUTED_HEADER,
+    parse_agent_id,
+    parse_reply,
+    reset_error,
+    upload_body,
+)
+from app.agent_server.status import HOP_AGENT, HOP_ROUTING, HOP_SERVER, status_response
+from app.core.signing import is_signed_credential
+from app.tunnel.frames import ResetCode
+from app.tunnel.session import Session, SessionClosed, StreamReset
+
+if TYPE_CHECKING:
+    from app.agent_server.proxy import KubeProxyHandler
+
+APPLY_PREFIX = "/agent-apply/agents/"
+CAPABILITY = "gitops-apply"
+APPLY_STREAMS = Counter(
+    "clusterport_agent_apply_streams_total", "GitOps apply streams", ["route", "outcome"]
+)
+MAX_LINE = 64 * 1024
+_CODE = re.compile(r"[a-z_]{1,64}")
+_REF_FIELDS = ("api_version", "kind", "namespace", "name")
+
+
+class ApplyHandler:
+    def __init__(self, proxy: KubeProxyHandler) -> None:
+        self.proxy = proxy
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        agent_id = parse_agent_id(request.match_info["agent"])
+        if agent_id is None:
+            return status_response(404, "agent_not_found", "no such agent", HOP_SERVER)
+        outcome = await self.proxy.authorize(request, agent_id)
+        if isinstance(outcome, web.Response):
+            return outcome
+        raw = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        if outcome or not is_signed_credential(raw):
+            # The agent applies with its own rights: only clusterport's workers may ask it to.
+            return status_response(
+                403,
+                "worker_credential_required",
+                "only clusterport's workers may apply through the agent",
+                HOP_SERVER,
+            )
+        connection = self.proxy.server.pick_connection(agent_id)
+        if connection is not None:
+            return await self._through_tunnel(request, agent_id, connection.session)
+        if request.headers.get(ROUTED_HEADER):
+            APPLY_STREAMS.labels("routed", "agent_gone").inc()
+            return status_response(
+                503,
+                "agent_not_connected",
+                f"agent {agent_id} is no longer connected to this replica",
+                HOP_ROUTING,
+            )
+        return await self.proxy.route(request, agent_id, outcome)
+
+    async def _through_tunnel(
+        self, request: web.Request, agent_id: int, session: Session
+    ) -> web.StreamResponse:
+        if CAPABILITY not in session.peer.capabilities:
+            APPLY_STREAMS.labels("local", "capability_missing").inc()
+            return status_response(
+                409,
+                "capability_missing",
+                f"agent {agent_id} does not offer {CAPABILITY} (an older agent, or turned off); "
+                "deploy through the Kubernetes API proxy",
+                HOP_AGENT,
+            )
+        try:
+            stream = await session.open_stream(json.dumps({"kind": "apply"}).encode())
+        except SessionClosed:
+            APPLY_STREAMS.labels("local", "agent_gone").inc()
+            return status_response(
+                503, "agent_not_connected", f"agent {agent_id} disconnected", HOP_AGENT
+            )
+        upload = asyncio.create_task(upload_body(request, stream))
+        response: web.StreamResponse | None = None
+        try:
+            reply = parse_reply(await stream.read_headers())
+            if reply is None or reply[0] != 200:
+                await stream.reset(ResetCode.MALFORMED, "malformed HEADERS")
+                APPLY_STREAMS.labels("local", "bad_reply").inc()
+                return status_response(
+                    502, "agent_bad_response", f"agent {agent_id} sent a malformed reply", HOP_AGENT
+                )
+            response = web.StreamResponse(status=200)
+            response.content_type = "application/x-ndjson"
+            await response.prepare(request)
+            buffer = b""
+            done = False
+            while not done and (chunk := await stream.read()):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                if len(buffer) > MAX_LINE:
+                    lines.append(b"")  # a line that long is not a result: malformed
+                for line in lines:
+                    checked = check_line(line)
+                    if checked is None:
+                        await stream.reset(ResetCode.MALFORMED, "malformed result line")
+                        APPLY_STREAMS.labels("local", "bad_reply").inc()
+                        await response.write(_error_line("agent_bad_response"))
+                        await response.write_eof()
+                        return response
+                    await response.write(json.dumps(checked).encode() + b"\n")
+                    if checked["result"] == "done":
+                        done = True
+                        break
+            await response.write_eof()
+            APPLY_STREAMS.labels("local", "ok" if done else "incomplete").inc()
+            return response
+        except StreamReset as exc:
+            failure = reset_error(exc, agent_id)
+            APPLY_STREAMS.labels("local", failure[1]).inc()
+            if response is None:
+                return status_response(*failure)
+            await response.write(_error_line(failure[1]))
+            await response.write_eof()
+            return response
+        except asyncio.CancelledError:
+            await stream.reset(ResetCode.CANCEL, "client disconnected")
+            raise
+        except ConnectionResetError:
+            await stream.reset(ResetCode.CANCEL, "client disconnected")
+            APPLY_STREAMS.labels("local", "client_gone").inc()
+            return response or web.Response(status=499)
+        finally:
+            upload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upload
+
+
+def check_line(raw: bytes) -> dict[str, Any] | None:
+    """One result line of the agent, rebuilt from its known fields; None when malformed."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(line, dict):
+        return None
+    result = line.get("result")
+    if result == "done":
+        waiting = line.get("waiting_for_crds")
+        return {"result": "done", "waiting_for_crds": waiting} if type(waiting) is bool else None
+    ref = line.get("ref")
+    if result not in ("applied", "failed") or not isinstance(ref, dict):
+        return None
+    if not all(isinstance(ref.get(f), str) and len(ref[f]) <= 512 for f in _REF_FIELDS):
+        return None
+    checked: dict[str, Any] = {"ref": {f: ref[f] for f in _REF_FIELDS}, "result": result}
+    if result == "failed":
+        code, status = line.get("code"), line.get("status")
+        if not isinstance(code, str) or not _CODE.fullmatch(code):
+            return None
+        if status is not None and (type(status) is not int or not 100 <= status <= 599):
+            return None
+        checked.update(code=code, status=status)
+    return checked
+
+
+def _error_line(code: str) -> bytes:
+    return json.dumps({"result": "error", "code": code}).encode() + b"\n"
