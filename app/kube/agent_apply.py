@@ -5,6 +5,7 @@ NDJSON line per object, then a `done` line. Failures come back as our typed `Kub
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +93,7 @@ def _refusal(response: httpx.Response) -> Exception:
     return error_for_status(response.status_code)
 
 
-def _read_results(lines: Any) -> AgentApplyResult:
+def _read_results(lines: Iterator[str]) -> AgentApplyResult:
     result = AgentApplyResult()
     for raw in lines:
         if not raw:
@@ -102,20 +103,17 @@ def _read_results(lines: Any) -> AgentApplyResult:
         except ValueError:
             raise KubeAgentBadResponseError(502) from None
         outcome = line.get("result") if isinstance(line, dict) else None
-        ref = line.get("ref") if outcome in ("applied", "failed") else None
-        if outcome in ("applied", "failed") and not isinstance(ref, dict):
-            raise KubeAgentBadResponseError(502)
         if outcome == "done":
             result.waiting_for_crds = bool(line.get("waiting_for_crds"))
             return result
         if outcome == "error":
             raise error_for_tunnel_code(str(line.get("code")), 502)
-        if outcome == "applied":
-            result.objects.append(AppliedObject(ref))
-        elif outcome == "failed":
-            error = error_for_code(str(line.get("code")), line.get("status"))
-            result.objects.append(AppliedObject(ref, error))
-        else:
+        ref = line.get("ref") if outcome in ("applied", "failed") else None
+        if not isinstance(ref, dict):
             raise KubeAgentBadResponseError(502)
+        error = None
+        if outcome == "failed":
+            error = error_for_code(str(line.get("code")), line.get("status"))
+        result.objects.append(AppliedObject({str(k): str(v) for k, v in ref.items()}, error))
     # The reply ended without its `done` line: the stream broke on the way.
     raise KubeAgentUnavailableError()
