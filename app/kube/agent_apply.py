@@ -4,7 +4,9 @@ NDJSON line per object, then a `done` line. Failures come back as our typed `Kub
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +65,10 @@ def apply_through_agent(
     try:
         with (
             httpx.Client(
-                verify=ca_file or True, trust_env=False, timeout=timeout, follow_redirects=False
+                verify=_ssl_context(ca_file),
+                trust_env=False,
+                timeout=timeout,
+                follow_redirects=False,
             ) as client,
             client.stream(
                 "POST",
@@ -82,6 +87,11 @@ def apply_through_agent(
         raise KubeTimeoutError() from None
     except httpx.TransportError:
         raise KubeUnreachableError() from None
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def _refusal(response: httpx.Response) -> Exception:
