@@ -160,7 +160,7 @@ class Applier:
             if index == 0:
                 crds = [o for o in wave if o["kind"] == "CustomResourceDefinition"]
                 try:
-                    established = await self._crds_established(crds, request.wait_crds)
+                    established = await self.crds_established(crds, request.wait_crds)
                 except ApplyFailure:
                     established = False
                 if not established:
@@ -211,7 +211,7 @@ class Applier:
         self._discovered[api_version] = found
         return found
 
-    async def _crds_established(self, crds: list[dict[str, Any]], wait: float) -> bool:
+    async def crds_established(self, crds: list[dict[str, Any]], wait: float) -> bool:
         """Wait (at most `wait` seconds) until every CRD is established, then forget the
         discovery of their groups so their kinds are found."""
         deadline = time.monotonic() + wait

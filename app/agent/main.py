@@ -23,12 +23,13 @@ from app.agent.applier import Applier
 from app.agent.config import AgentSettings
 from app.agent.kube import choose_target
 from app.agent.proxy import KubeProxy
+from app.tunnel.apply import APPLY_KIND, CAPABILITY
 from app.tunnel.frames import AGENT_PATH
 from app.tunnel.session import Limits, Session, SessionClosed, Stream
 from app.tunnel.transport import WebsocketTransport
 
 VERSION = "0.1.0"
-CAPABILITIES = ["k8s-proxy", "drain", "gitops-apply"]
+CAPABILITIES = ["k8s-proxy", "drain", CAPABILITY]
 log = logging.getLogger("clusterport.agent")
 CONNECTS = Counter("clusterport_agent_connect_attempts_total", "Connect attempts", ["outcome"])
 CONNECTED = Gauge("clusterport_agent_connected", "1 while the tunnel is up")
@@ -57,7 +58,7 @@ class Agent:
         self.settings = settings
         self.proxy = proxy
         self.applier = Applier(proxy) if settings.gitops_apply else None
-        self.capabilities = [c for c in CAPABILITIES if c != "gitops-apply" or self.applier]
+        self.capabilities = [c for c in CAPABILITIES if c != CAPABILITY or self.applier]
         self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.connected = False
         self.session: Session | None = None
@@ -157,7 +158,7 @@ class Agent:
 
     async def serve_stream(self, stream: Stream) -> None:
         """A stream whose head names a `kind` is a GitOps request; any other is proxied."""
-        if self.applier is not None and stream_kind(stream.meta) == "apply":
+        if self.applier is not None and stream_kind(stream.meta) == APPLY_KIND:
             await self.applier.handle(stream)
         else:
             await self.proxy.handle(stream)

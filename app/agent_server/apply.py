@@ -3,7 +3,8 @@ agent's tunnel on an `apply` stream (on the replica holding it, routed like the 
 the agent's NDJSON results, one line per object and a closing `done` line.
 
 Only clusterport's own worker credential may use it: the agent applies with its own identity.
-The agent is trusted with nothing, so each line is checked and rewritten from known fields.
+The agent is trusted with nothing, so each line is checked and rewritten from known fields
+(`app.tunnel.apply.check_line`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import Counter
@@ -26,6 +26,7 @@ from app.agent_server.proxy import (
 )
 from app.agent_server.status import HOP_AGENT, HOP_ROUTING, HOP_SERVER, status_response
 from app.core.signing import is_signed_credential
+from app.tunnel.apply import APPLY_KIND, CAPABILITY, MAX_LINE, check_line
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Session, SessionClosed, StreamReset
 
@@ -33,13 +34,9 @@ if TYPE_CHECKING:
     from app.agent_server.proxy import KubeProxyHandler
 
 APPLY_PREFIX = "/agent-apply/agents/"
-CAPABILITY = "gitops-apply"
 APPLY_STREAMS = Counter(
     "clusterport_agent_apply_streams_total", "GitOps apply streams", ["route", "outcome"]
 )
-MAX_LINE = 64 * 1024
-_CODE = re.compile(r"[a-z_]{1,64}")
-_REF_FIELDS = ("api_version", "kind", "namespace", "name")
 
 
 class ApplyHandler:
@@ -88,7 +85,7 @@ class ApplyHandler:
                 HOP_AGENT,
             )
         try:
-            stream = await session.open_stream(json.dumps({"kind": "apply"}).encode())
+            stream = await session.open_stream(json.dumps({"kind": APPLY_KIND}).encode())
         except SessionClosed:
             APPLY_STREAMS.labels("local", "agent_gone").inc()
             return status_response(
@@ -148,34 +145,6 @@ class ApplyHandler:
             upload.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upload
-
-
-def check_line(raw: bytes) -> dict[str, Any] | None:
-    """One result line of the agent, rebuilt from its known fields; None when malformed."""
-    try:
-        line = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(line, dict):
-        return None
-    result = line.get("result")
-    if result == "done":
-        waiting = line.get("waiting_for_crds")
-        return {"result": "done", "waiting_for_crds": waiting} if type(waiting) is bool else None
-    ref = line.get("ref")
-    if result not in ("applied", "failed") or not isinstance(ref, dict):
-        return None
-    if not all(isinstance(ref.get(f), str) and len(ref[f]) <= 512 for f in _REF_FIELDS):
-        return None
-    checked: dict[str, Any] = {"ref": {f: ref[f] for f in _REF_FIELDS}, "result": result}
-    if result == "failed":
-        code, status = line.get("code"), line.get("status")
-        if not isinstance(code, str) or not _CODE.fullmatch(code):
-            return None
-        if status is not None and (type(status) is not int or not 100 <= status <= 599):
-            return None
-        checked.update(code=code, status=status)
-    return checked
 
 
 def _error_line(code: str) -> bytes:

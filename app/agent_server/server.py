@@ -24,12 +24,13 @@ from app.agent_server.proxy import PREFIX, KubeProxyHandler
 from app.agent_server.store import AgentAuthError, AgentIdentity, AgentStore
 from app.auth.tokens import display_prefix, hash_token
 from app.core.db import utcnow
+from app.tunnel.apply import CAPABILITY
 from app.tunnel.frames import AGENT_PATH, CloseCode
 from app.tunnel.session import Limits, Session, SessionClosed
 from app.tunnel.transport import WebsocketTransport
 
 log = logging.getLogger("clusterport.agent_server")
-CAPABILITIES = ["k8s-proxy", "drain", "gitops-apply"]
+CAPABILITIES = ["k8s-proxy", "drain", CAPABILITY]
 UPGRADES = Counter("clusterport_agent_upgrades_total", "Agent upgrade requests", ["outcome"])
 # Refusals that happen in normal operation (a restart, a reconnect storm): not warnings.
 _ROUTINE_REFUSALS = frozenset({"rate_limited", "draining"})
