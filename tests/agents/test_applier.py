@@ -3,6 +3,7 @@ CRDs), its error codes beside app/kube's, and the apply stream's check of result
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -13,6 +14,9 @@ from app.agent.kube import from_kubeconfig
 from app.agent.proxy import KubeProxy
 from app.kube.errors import error_for_code, error_for_status
 from app.tunnel.apply import check_line
+from app.tunnel.frames import ResetCode
+from app.tunnel.session import StreamReset
+from tests.agents.test_tunnel import tunnel
 from tests.support.kubeapi import KubeCluster, unique_name
 
 
@@ -162,3 +166,61 @@ def test_the_agent_server_keeps_only_known_fields() -> None:
         "result": "done",
         "waiting_for_crds": False,
     }
+
+
+async def test_an_apply_stream_answers_one_line_per_object_and_stops_at_a_refusal(
+    applier: Applier, namespace: str, kube_cluster: KubeCluster
+) -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"ports": [{"port": 99999}]},
+    }
+    later = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "later", "namespace": namespace},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }
+    body = {
+        "objects": [later, service, _config_map("a", namespace, "v")],
+        "field_manager": "clusterport",
+        "wait_crds": 5,
+    }
+    async with tunnel(applier.handle) as pair:
+        stream = await pair.server.open_stream(b'{"kind": "apply"}')
+        await stream.write(json.dumps(body).encode(), end=True)
+        assert json.loads(await stream.read_headers())["status"] == 200
+        data = b""
+        while chunk := await stream.read():
+            data += chunk
+    lines = [json.loads(line) for line in data.splitlines()]
+    ref = {"api_version": "v1", "namespace": namespace}
+    assert lines == [
+        {"ref": {**ref, "kind": "ConfigMap", "name": "a"}, "result": "applied"},
+        {
+            "ref": {**ref, "kind": "Service", "name": "web"},
+            "result": "failed",
+            "code": "invalid",
+            "status": 422,
+            "message": MESSAGES["invalid"],
+        },
+        {"result": "done", "waiting_for_crds": False},
+    ]
+    assert [check_line(json.dumps(line).encode()) for line in lines[:1]] == lines[:1]
+    gone = kube_cluster.kubectl("get", "poddisruptionbudget", "later", "-n", namespace, check=False)
+    assert gone.returncode != 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", b'{"objects": 5}', b'{"objects": [{"kind": "ConfigMap"}]}'],
+)
+async def test_a_malformed_apply_request_is_reset(applier: Applier, body: bytes) -> None:
+    async with tunnel(applier.handle) as pair:
+        stream = await pair.server.open_stream(b'{"kind": "apply"}')
+        await stream.write(body, end=True)
+        with pytest.raises(StreamReset) as reset:
+            await stream.read_headers()
+    assert reset.value.code == ResetCode.BAD_REQUEST
