@@ -145,6 +145,8 @@ class ApplyHandler:
             upload.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upload
+            # Whatever the agent still sends after its `done` line is not read: drop the stream.
+            await stream.reset(ResetCode.CANCEL, "apply finished")
 
 
 def _error_line(code: str) -> bytes:
