@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, undefer
 
 from app.agents.models import Agent
+from app.clusters.connection import ViaAgentConnection
 from app.clusters.models import Cluster
 from app.core.db import session_scope, utcnow
 from app.core.jobs import enqueue_after_commit
@@ -44,7 +45,8 @@ from app.gitops_engine.manifests import ManifestError, ObjectRef, digest
 from app.gitops_engine.order import prune_order
 from app.gitops_engine.plan import make_plan
 from app.gitops_engine.policy import Target, prepare
-from app.kube import KubeError
+from app.kube import KubeClient, KubeError
+from app.kube.agent_apply import AgentApplyUnsupportedError
 from workers.clusters import Connection, connection_of
 
 log = structlog.get_logger(__name__)
@@ -321,7 +323,7 @@ def _apply(deployment_id: int) -> None:
             plan = make_plan(
                 prepared.refs, ctx.inventory, prune=ctx.prune, max_prune_share=ctx.max_prune_share
             )
-            outcome = applier.apply(kube, prepared.objects)
+            outcome = _apply_objects(ctx.connection, kube, prepared.objects)
             if outcome.waiting_for_crds:
                 with session_scope() as session:
                     waiting = session.get(Deployment, deployment_id)
@@ -389,6 +391,19 @@ def _apply(deployment_id: int) -> None:
         deployment.step = DeploymentStep.health
         enqueue_after_commit(session, check_health, deployment_id)
     log.info("deployment_applied", deployment_id=deployment_id, objects=len(rows))
+
+
+def _apply_objects(
+    connection: Connection, kube: KubeClient, objects: list[dict[str, Any]]
+) -> applier.ApplyOutcome:
+    """Through an agent that offers it, the agent applies the objects in-cluster (pull-based);
+    otherwise (a direct cluster, an older agent) the worker applies them itself."""
+    if isinstance(connection, ViaAgentConnection):
+        try:
+            return applier.apply_through_agent(connection, objects)
+        except AgentApplyUnsupportedError:
+            log.info("agent_apply_unsupported", agent_id=connection.agent_id)
+    return applier.apply(kube, objects)
 
 
 @dramatiq.actor(max_retries=0)

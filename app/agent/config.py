@@ -34,6 +34,9 @@ class AgentSettings(BaseSettings):
         validation_alias=AliasChoices("CLUSTERPORT_AGENT_LIVENESS_HOST", "CLUSTERPORT_BIND_HOST"),
     )
     liveness_port: int = 8181
+    # Offer the `gitops-apply` capability (pull-based deployments applied by this agent).
+    # Off: the server deploys through the Kubernetes API proxy instead.
+    gitops_apply: bool = True
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
 

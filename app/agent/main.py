@@ -19,15 +19,17 @@ from pydantic import ValidationError
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from app.agent.applier import Applier
 from app.agent.config import AgentSettings
 from app.agent.kube import choose_target
 from app.agent.proxy import KubeProxy
+from app.tunnel.apply import APPLY_KIND, CAPABILITY
 from app.tunnel.frames import AGENT_PATH
-from app.tunnel.session import Limits, Session, SessionClosed
+from app.tunnel.session import Limits, Session, SessionClosed, Stream
 from app.tunnel.transport import WebsocketTransport
 
 VERSION = "0.1.0"
-CAPABILITIES = ["k8s-proxy", "drain"]
+CAPABILITIES = ["k8s-proxy", "drain", CAPABILITY]
 log = logging.getLogger("clusterport.agent")
 CONNECTS = Counter("clusterport_agent_connect_attempts_total", "Connect attempts", ["outcome"])
 CONNECTED = Gauge("clusterport_agent_connected", "1 while the tunnel is up")
@@ -55,6 +57,8 @@ class Agent:
     def __init__(self, settings: AgentSettings, proxy: KubeProxy) -> None:
         self.settings = settings
         self.proxy = proxy
+        self.applier = Applier(proxy) if settings.gitops_apply else None
+        self.capabilities = [c for c in CAPABILITIES if c != CAPABILITY or self.applier]
         self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.connected = False
         self.session: Session | None = None
@@ -105,12 +109,12 @@ class Agent:
                     WebsocketTransport(ws),
                     is_server=False,
                     hello={
-                        "capabilities": CAPABILITIES,
+                        "capabilities": self.capabilities,
                         "agent_version": VERSION,
                         "kubernetes_version": kube_version,
                     },
                     limits=limits,
-                    on_stream=self.proxy.handle,
+                    on_stream=self.serve_stream,
                     on_drain=self._on_drain,
                     send_pings=True,
                 )
@@ -152,12 +156,31 @@ class Agent:
         delay = self.backoff.next()
         return max(delay, retry_after) if retry_after is not None else delay
 
+    async def serve_stream(self, stream: Stream) -> None:
+        """A stream whose head names a `kind` is a GitOps request; any other is proxied."""
+        if self.applier is not None and stream_kind(stream.meta) == APPLY_KIND:
+            await self.applier.handle(stream)
+        else:
+            await self.proxy.handle(stream)
+
     def _on_drain(self, info: dict[str, Any]) -> None:
         value = info.get("reconnect_after_ms", 0)
         self.drain_hint = max(0.0, float(value) / 1000) if isinstance(value, int) else 0.0
         if self.session is not None:
             # The server drains this connection: leave now, it would refuse new work anyway.
             asyncio.get_running_loop().create_task(self.session.close(1000, "drained"))
+
+
+def stream_kind(meta: bytes) -> str | None:
+    """The `kind` of a stream head; proxy heads have none (checked without parsing them)."""
+    if b'"kind"' not in meta:
+        return None
+    try:
+        head = json.loads(meta)
+    except ValueError:
+        return None
+    kind = head.get("kind") if isinstance(head, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 _REFUSALS = {

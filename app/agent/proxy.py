@@ -69,7 +69,7 @@ class KubeProxy:
         try:
             async with self.client.get(
                 self.target.base_url + "/version",
-                headers=self._auth(),
+                headers=self.auth_headers(),
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as resp:
                 if resp.status == 200:
@@ -78,7 +78,7 @@ class KubeProxy:
             pass
         return "unknown"
 
-    def _auth(self) -> dict[str, str]:
+    def auth_headers(self) -> dict[str, str]:
         header = self.target.auth_header()
         return {"Authorization": header} if header else {}
 
@@ -99,7 +99,7 @@ class KubeProxy:
             await stream.reset(ResetCode.BAD_REQUEST, "malformed request head")
             return
         out = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
-        out.extend(self._auth().items())
+        out.extend(self.auth_headers().items())
         if upgrade:
             await self._upgrade(stream, method, path, out, upgrade)
             return

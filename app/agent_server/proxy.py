@@ -85,7 +85,15 @@ MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # What a credential may do through the proxy: an error, or whom it acts as.
 Outcome = AppError | Acting
-_WORKER = Acting((), "worker")
+WORKER = Acting((), "worker")
+
+
+def parse_agent_id(part: str) -> int | None:
+    # ASCII digits within a 64-bit id: int() alone accepts '1_0', other scripts' digits and
+    # values the database cannot compare.
+    if not _AGENT_ID.fullmatch(part) or int(part) > MAX_ID:
+        return None
+    return int(part)
 
 
 class KubeProxyHandler:
@@ -116,11 +124,9 @@ class KubeProxyHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         agent_part, _, _ = request.raw_path[len(PREFIX) :].partition("/")
-        # ASCII digits within a 64-bit id: int() alone accepts '1_0', other scripts' digits and
-        # values the database cannot compare.
-        if not _AGENT_ID.fullmatch(agent_part) or int(agent_part) > MAX_ID:
+        agent_id = parse_agent_id(agent_part)
+        if agent_id is None:
             return status_response(404, "agent_not_found", "no such agent", HOP_SERVER)
-        agent_id = int(agent_part)
         if any(is_impersonation_header(name) for name in request.headers):
             # Who a request acts as is decided here from its credential, never by the client.
             return status_response(
@@ -129,7 +135,7 @@ class KubeProxyHandler:
                 "Impersonate-* headers are not accepted; the credential decides the identity",
                 HOP_SERVER,
             )
-        outcome = await self._authorize(request, agent_id)
+        outcome = await self.authorize(request, agent_id)
         if isinstance(outcome, web.Response):
             return outcome
         token_hash = _api_token_hash(request)
@@ -178,7 +184,7 @@ class KubeProxyHandler:
                 f"agent {agent_id} is no longer connected to this replica",
                 HOP_ROUTING,
             )
-        return await self._route(request, agent_id, outcome)
+        return await self.route(request, agent_id, outcome)
 
     def _account(self, request: web.Request, agent_id: int, grant: Acting, status: int) -> None:
         """Count a read; queue a write (or an exec, attach or port-forward) for the audit trail:
@@ -208,7 +214,7 @@ class KubeProxyHandler:
             }
         )
 
-    async def _authorize(self, request: web.Request, agent_id: int) -> web.Response | Acting:
+    async def authorize(self, request: web.Request, agent_id: int) -> web.Response | Acting:
         scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw:
@@ -294,7 +300,7 @@ class KubeProxyHandler:
         if grant.acting is not None:
             return grant.acting
         if grant.namespace_id is None:
-            return _WORKER
+            return WORKER
         found = await self.server.store.namespace_identity(grant.namespace_id, agent_id)
         if found is None:
             return UnauthorizedError(
@@ -368,10 +374,10 @@ class KubeProxyHandler:
             return status_response(
                 503, "agent_not_connected", f"agent {agent_id} disconnected", HOP_AGENT
             )
-        upload = asyncio.create_task(_upload(request, stream)) if has_body else None
+        upload = asyncio.create_task(upload_body(request, stream)) if has_body else None
         response: web.StreamResponse | None = None
         try:
-            reply = _parse_reply(await stream.read_headers())
+            reply = parse_reply(await stream.read_headers())
             if reply is None:
                 # The agent broke the protocol for this stream only: reset it, answer typed.
                 await stream.reset(ResetCode.MALFORMED, "malformed HEADERS")
@@ -419,9 +425,7 @@ class KubeProxyHandler:
             if upload is not None:
                 upload.cancel()
 
-    async def _route(
-        self, request: web.Request, agent_id: int, grant: Acting
-    ) -> web.StreamResponse:
+    async def route(self, request: web.Request, agent_id: int, grant: Acting) -> web.StreamResponse:
         """Pass the request to the replica holding the agent's tunnel. It carries a signed
         assertion of what this replica decided (the agent, the identity to act as), never the
         caller's own token."""
@@ -654,7 +658,7 @@ async def _relay_upgrade(
     return response
 
 
-async def _upload(request: web.Request, stream: Stream) -> None:
+async def upload_body(request: web.Request, stream: Stream) -> None:
     with contextlib.suppress(StreamReset, SessionClosed):
         async for chunk in _chunks(request):
             await stream.write(chunk)
@@ -669,7 +673,7 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
 _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
 
 
-def _parse_reply(raw: bytes) -> tuple[int, list[tuple[str, str]]] | None:
+def parse_reply(raw: bytes) -> tuple[int, list[tuple[str, str]]] | None:
     """Status and headers of an agent's HEADERS frame, or None when they are malformed.
 
     The agent is trusted with nothing: header names must be HTTP tokens and values must not
@@ -711,15 +715,15 @@ def _is_json_watch(request: web.Request, response: web.StreamResponse) -> bool:
 
 def _watch_error(exc: StreamReset, agent_id: int) -> bytes:
     """A watch ERROR event whose Status names the hop that failed."""
-    status = status_body(*_reset_error(exc, agent_id))
+    status = status_body(*reset_error(exc, agent_id))
     return json.dumps({"type": "ERROR", "object": status}).encode() + b"\n"
 
 
 def _reset_status(exc: StreamReset, agent_id: int) -> web.Response:
-    return status_response(*_reset_error(exc, agent_id))
+    return status_response(*reset_error(exc, agent_id))
 
 
-def _reset_error(exc: StreamReset, agent_id: int) -> tuple[int, str, str, str]:
+def reset_error(exc: StreamReset, agent_id: int) -> tuple[int, str, str, str]:
     """(HTTP status, code, message, hop) for a stream the agent reset."""
     if exc.code == ResetCode.UPSTREAM_UNREACHABLE:
         return 502, "kube_apiserver_unreachable", "the agent cannot reach its API server", HOP_KUBE

@@ -18,17 +18,19 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from app.agent_server.admission import TokenBuckets, address_allowed, client_address
+from app.agent_server.apply import APPLY_PREFIX, ApplyHandler
 from app.agent_server.config import AgentServerSettings
 from app.agent_server.proxy import PREFIX, KubeProxyHandler
 from app.agent_server.store import AgentAuthError, AgentIdentity, AgentStore
 from app.auth.tokens import display_prefix, hash_token
 from app.core.db import utcnow
+from app.tunnel.apply import CAPABILITY
 from app.tunnel.frames import AGENT_PATH, CloseCode
 from app.tunnel.session import Limits, Session, SessionClosed
 from app.tunnel.transport import WebsocketTransport
 
 log = logging.getLogger("clusterport.agent_server")
-CAPABILITIES = ["k8s-proxy", "drain"]
+CAPABILITIES = ["k8s-proxy", "drain", CAPABILITY]
 UPGRADES = Counter("clusterport_agent_upgrades_total", "Agent upgrade requests", ["outcome"])
 # Refusals that happen in normal operation (a restart, a reconnect storm): not warnings.
 _ROUTINE_REFUSALS = frozenset({"rate_limited", "draining"})
@@ -54,6 +56,7 @@ class AgentServer:
         self.settings = settings
         self.store = store
         self.proxy = KubeProxyHandler(self)
+        self.apply = ApplyHandler(self.proxy)
         self.draining = False
         self.ready = False
         self.connections: dict[str, LiveConnection] = {}
@@ -502,6 +505,7 @@ class AgentServer:
         app = web.Application(client_max_size=0)
         app.router.add_route("*", PREFIX + "{agent}/{tail:.*}", self.proxy.handle)
         app.router.add_route("*", PREFIX + "{agent}", self.proxy.handle)
+        app.router.add_post(APPLY_PREFIX + "{agent}", self.apply.handle)
         return app
 
     def _health_app(self) -> web.Application:

@@ -4,7 +4,8 @@
 the same `KubeClient` (same API groups, same typed errors) for both kinds of cluster:
 - `direct`: to the stored API URL with the stored token, through the SSRF guard;
 - `via_agent`: to the agent server's Kubernetes API proxy with a short-lived credential signed
-  by clusterport; the agent replays the requests against its own kube-apiserver.
+  by clusterport; the agent replays the requests against its own kube-apiserver. Deployments
+  hand the agent the whole set of objects instead (`apply_in_cluster`, pull-based GitOps).
 Every feature above (checks, namespaces, cluster state, add-ons, deployments) calls this and
 never builds a client of its own, so it works on both kinds unchanged. Workers only.
 """
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from app.agent_server.config import get_agent_server_settings
 from app.agents.credentials import worker_credential
 from app.clusters.models import Cluster
 from app.core.settings import get_settings
 from app.kube import KubeClient
+from app.kube.agent_apply import AgentApplyResult, apply_through_agent
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,23 @@ class ViaAgentConnection:
             settings.internal_proxy_url,
             self.agent_id,
             functools.partial(worker_credential, self.agent_id),
+            ca_file=str(ca_file) if ca_file else None,
+        )
+
+    def apply_in_cluster(
+        self, objects: list[dict[str, Any]], field_manager: str, wait_crds: float
+    ) -> AgentApplyResult:
+        """Pull-based apply: the agent applies `objects` in-cluster with its own identity.
+        Raises `AgentApplyUnsupportedError` when the agent does not offer it."""
+        settings = get_agent_server_settings()
+        ca_file = settings.agent_tls_ca_file
+        return apply_through_agent(
+            settings.internal_proxy_url,
+            self.agent_id,
+            worker_credential(self.agent_id),
+            objects,
+            field_manager,
+            wait_crds=wait_crds,
             ca_file=str(ca_file) if ca_file else None,
         )
 

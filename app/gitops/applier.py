@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.gitops_engine.health import WATCHED_KINDS, Health, assess
 from app.gitops_engine.manifests import ObjectRef
@@ -13,7 +13,12 @@ from app.gitops_engine.order import waves
 from app.gitops_engine.policy import ENVIRONMENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from app.kube import KubeClient, KubeError
 
+if TYPE_CHECKING:
+    from app.clusters.connection import ViaAgentConnection
+
 FIELD_MANAGER = "clusterport"
+# How long the agent waits for the first wave's CRDs before the deployment tries again later.
+AGENT_CRD_WAIT_SECONDS = 10.0
 
 
 @dataclass
@@ -62,6 +67,23 @@ def apply(kube: KubeClient, objects: list[dict[str, Any]]) -> ApplyOutcome:
                 spec = crd.get("spec") or {}
                 for version in spec.get("versions") or []:
                     kube.objects.forget(f"{spec.get('group')}/{version.get('name')}")
+    return outcome
+
+
+def apply_through_agent(
+    connection: ViaAgentConnection, objects: list[dict[str, Any]]
+) -> ApplyOutcome:
+    """`apply`, carried out by the cluster's agent in-cluster (pull-based): the same order,
+    the same wait for CRDs, the same stop at the first refusal. Raises
+    `AgentApplyUnsupportedError` when the agent does not offer it."""
+    result = connection.apply_in_cluster(objects, FIELD_MANAGER, AGENT_CRD_WAIT_SECONDS)
+    outcome = ApplyOutcome(waiting_for_crds=result.waiting_for_crds)
+    for item in result.objects:
+        ref = ObjectRef.from_dict(item.ref)
+        if item.error is not None:
+            outcome.failed, outcome.error = ref, item.error
+            break
+        outcome.applied.append(ref)
     return outcome
 
 

@@ -97,6 +97,12 @@ class KubeAgentUnavailableError(KubeError):
     transient = True
 
 
+class KubeAgentBadResponseError(KubeError):
+    code = "agent_bad_response"
+    message = "The cluster's agent answered with a reply clusterport does not accept."
+    transient = True
+
+
 class KubeTunnelRefusedError(KubeError):
     code = "tunnel_refused"
     message = "The agent server refused clusterport's internal credential."
@@ -113,6 +119,8 @@ _BY_TUNNEL_CODE: dict[str, type[KubeError]] = {
     "auth_unavailable": KubeAgentUnavailableError,
     "kube_apiserver_unreachable": KubeUnreachableError,
     "kube_apiserver_timeout": KubeTimeoutError,
+    "agent_bad_response": KubeAgentBadResponseError,
+    "agent_disconnected": KubeAgentUnavailableError,
 }
 
 
@@ -137,6 +145,19 @@ def error_for_status(status: int) -> KubeError:
     if 400 <= status < 500:
         return KubeInvalidError(status)
     return KubeUnexpectedResponseError(status)
+
+
+def error_for_tunnel_code(code: str, status: int | None = None) -> KubeError:
+    """Our error for a failure the agent server names with its own code."""
+    return _BY_TUNNEL_CODE.get(code, KubeTunnelRefusedError)(status)
+
+
+def error_for_code(code: str, status: int | None = None) -> KubeError:
+    """Our error for one of our codes (as the agent reports a refused object)."""
+    for kind in _KINDS:
+        if kind.code == code:
+            return kind(status)
+    return error_for_status(status) if status else KubeError(status)
 
 
 def _is_tls(exc: BaseException) -> bool:
@@ -171,3 +192,18 @@ def translate(exc: BaseException) -> KubeError:
     if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
         return KubeTimeoutError()
     return KubeUnreachableError()
+
+
+_KINDS: tuple[type[KubeError], ...] = (
+    KubeUnreachableError,
+    KubeTLSError,
+    KubeTimeoutError,
+    KubeUnauthorizedError,
+    KubeForbiddenError,
+    KubeNotFoundError,
+    KubeConflictError,
+    KubeInvalidError,
+    KubeRateLimitedError,
+    KubeServerError,
+    KubeUnexpectedResponseError,
+)

@@ -12,7 +12,7 @@ from tests.agents.conftest import processes, tls  # noqa: F401 (fixtures of `rea
 from tests.gitops.conftest import FINISHED, SECRET, Setup, config_map, service
 from tests.gitops.webhooks import github_push
 from tests.kube.conftest import reach  # noqa: F401 (direct, and through a real agent)
-from tests.kube.helpers import wait_for
+from tests.kube.helpers import agent_metrics_url, metric, wait_for
 from tests.support.kubeapi import KubeCluster, unique_name
 
 pytestmark = pytest.mark.usefixtures("allow_local_network", "worker")
@@ -65,6 +65,15 @@ async def test_push_applies_prunes_and_records_every_object(
     assert live["data"]["key"] == "changed"
     env = (await setup.gitops.api.get(f"{setup.gitops.base}/environments/{setup.env['id']}")).json()
     assert env["inventory_size"] == 2
+    reached = setup.gitops.project.reach
+    assert reached is not None
+    if reached.via_agent:
+        # Pull-based: the agent applied both deployments itself, not request by request.
+        (agent,) = reached.agents.values()
+        streams = await metric(
+            agent_metrics_url(agent), "clusterport_agent_gitops_apply_streams_total", outcome="ok"
+        )
+        assert streams == 2
 
 
 async def test_bad_input_fails_with_a_code_and_nothing_half_applied(

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.agents.support import AgentServerProc, Process
 from tests.conftest import Api
 from tests.support.kubeapi import KubeCluster, _write_kubeconfig, unique_name
@@ -32,6 +35,22 @@ async def wait_for(
             return result
         assert time.monotonic() < deadline, f"timed out waiting for {what}; last: {result}"
         await asyncio.sleep(0.1)
+
+
+async def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` with `labels` that a process's /metrics shows."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        text = (await client.get(url, timeout=10)).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def agent_metrics_url(agent: Process) -> str:
+    return f"http://127.0.0.1:{agent.env['CLUSTERPORT_AGENT_LIVENESS_PORT']}/metrics"
 
 
 def limited_token(kube_cluster: KubeCluster, *rules: str, name: str | None = None) -> str:
