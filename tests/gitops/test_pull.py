@@ -107,6 +107,13 @@ async def test_only_a_worker_credential_may_apply_through_the_agent(
     (agent_id,) = via_agent.agents
     server = via_agent.server
     assert server is not None
+    # Proxy access for admin tokens as the agent: the apply endpoint still refuses them.
+    access = await gitops.api.request(
+        "PUT",
+        f"{gitops.project.base}/agents/{agent_id}/access",
+        json={"entries": [{"project_id": None, "access_as": "agent"}]},
+    )
+    assert access.status_code == 200, access.text
     url = f"{server.proxy_url}/agent-apply/agents/{agent_id}"
     body = {"objects": [], "field_manager": "clusterport", "wait_crds": 0}
     ca = str(get_agent_server_settings().agent_tls_ca_file)
