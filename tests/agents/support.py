@@ -119,33 +119,42 @@ def start_agent_server(
     tmp: Path, tls: TLSFiles, *, agent_port: int | None = None, extra: dict[str, str] | None = None
 ) -> AgentServerProc:
     replica = f"replica-{uuid.uuid4().hex[:8]}"
-    ports = (agent_port or free_port(), free_port(), free_port())
-    env = {
-        "CLUSTERPORT_AGENT_BIND_HOST": "127.0.0.1",
-        "CLUSTERPORT_AGENT_PORT": str(ports[0]),
-        "CLUSTERPORT_AGENT_PROXY_PORT": str(ports[1]),
-        "CLUSTERPORT_HEALTH_PORT": str(ports[2]),
-        "CLUSTERPORT_AGENT_REPLICA_NAME": replica,
-        "CLUSTERPORT_AGENT_HEARTBEAT_INTERVAL": "1",
-        "CLUSTERPORT_AGENT_REPLICA_HEARTBEAT": "0.5",
-        "CLUSTERPORT_AGENT_REPLICA_DEAD_AFTER": "3",
-        "CLUSTERPORT_AGENT_DRAIN_RECONNECT_MS": "300",
-        "CLUSTERPORT_AGENT_DRAIN_GRACE": "2",
-        "CLUSTERPORT_AGENT_TLS_CERT_FILE": str(tls.cert),
-        "CLUSTERPORT_AGENT_TLS_KEY_FILE": str(tls.key),
-        "CLUSTERPORT_AGENT_TLS_CA_FILE": str(tls.cert),
-        **(extra or {}),
-    }
-    proc = AgentServerProc(
-        replica, *ports, process=start("agent-server", ["agent-server"], env, tmp), env=env
-    )
-    try:
-        # Generous: on a loaded shared machine the interpreter alone may take a while to start.
-        wait_until(proc.ready, "the agent server to be ready", timeout=120)
-    except BaseException:
-        proc.process.stop()  # not yet known to the caller, who would otherwise leak it
-        raise
-    return proc
+    # A free port is only free until someone else binds it: another test process may take it
+    # between our pick and the server's bind, so a server that lost that race starts again.
+    for attempt in range(5):
+        ports = (agent_port or free_port(), free_port(), free_port())
+        env = {
+            "CLUSTERPORT_AGENT_BIND_HOST": "127.0.0.1",
+            "CLUSTERPORT_AGENT_PORT": str(ports[0]),
+            "CLUSTERPORT_AGENT_PROXY_PORT": str(ports[1]),
+            "CLUSTERPORT_HEALTH_PORT": str(ports[2]),
+            "CLUSTERPORT_AGENT_REPLICA_NAME": replica,
+            "CLUSTERPORT_AGENT_HEARTBEAT_INTERVAL": "1",
+            "CLUSTERPORT_AGENT_REPLICA_HEARTBEAT": "0.5",
+            "CLUSTERPORT_AGENT_REPLICA_DEAD_AFTER": "3",
+            "CLUSTERPORT_AGENT_DRAIN_RECONNECT_MS": "300",
+            "CLUSTERPORT_AGENT_DRAIN_GRACE": "2",
+            "CLUSTERPORT_AGENT_TLS_CERT_FILE": str(tls.cert),
+            "CLUSTERPORT_AGENT_TLS_KEY_FILE": str(tls.key),
+            "CLUSTERPORT_AGENT_TLS_CA_FILE": str(tls.cert),
+            **(extra or {}),
+        }
+        proc = AgentServerProc(
+            replica, *ports, process=start("agent-server", ["agent-server"], env, tmp), env=env
+        )
+        try:
+            # Generous: on a loaded shared machine the interpreter alone may take a while.
+            wait_until(proc.ready, "the agent server to be ready", timeout=120)
+            return proc
+        except AssertionError:
+            proc.process.stop()  # not yet known to the caller, who would otherwise leak it
+            if attempt < 4 and "address already in use" in proc.process.log():
+                continue
+            raise
+        except BaseException:
+            proc.process.stop()
+            raise
+    raise AssertionError("unreachable")
 
 
 def start_agent(
