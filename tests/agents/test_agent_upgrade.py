@@ -94,12 +94,12 @@ async def test_kubectl_exec_round_trips_through_the_agent(
     assert out == b"out\n"
     assert "err" in err
 
-    # Four times the tunnel's window (256 KiB) each way: flow control carries it intact. (Not
+    # More than the tunnel's window (256 KiB) each way: flow control carries it intact. (Not
     # much more: kubectl's WebSocket heartbeat gives up when a pong waits behind more queued
     # stdin than a loaded 2-core machine relays in 6 s.)
     # (`head -c`, not `cat`: kwok's local exec does not pass the end of stdin on, so `cat`
     # would wait for ever, directly or through the agent alike.)
-    big = random.Random(5).randbytes(1024) * 1024  # 1 MiB
+    big = random.Random(5).randbytes(1024) * 320  # 320 KiB
     code, out, err = await run_kubectl(
         kube_cluster, config, "exec", "-i", *target, "--", "head", "-c", str(len(big)), stdin=big
     )
@@ -250,7 +250,7 @@ async def test_exec_reaches_an_agent_held_by_another_replica(
     setup, holder, _agent = connected
     other = processes.server()  # the agent is not connected here: the upgrade is routed
     config = write_kubeconfig(setup, other, tmp_path / "kc", setup.developer_token)
-    data = random.Random(11).randbytes(1024) * 1024  # 1 MiB
+    data = random.Random(11).randbytes(1024) * 320  # 320 KiB, more than one tunnel window
     code, out, err = await run_kubectl(
         kube_cluster,
         config,
