@@ -115,6 +115,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="only direct, the bare proxy and the agent path (no impersonation)",
+    )
     args = parser.parse_args()
     processes: list[subprocess.Popen[bytes]] = []
     with (
@@ -194,6 +199,9 @@ def main() -> None:
                 "agent server + agent": (agent_url, bearer(seeded.api_token), proxy_pids),
                 "impersonating": (agent_url, bearer(seeded.impersonated_token), proxy_pids),
             }
+            if args.quick:
+                for name in ("direct impersonating", "impersonating"):
+                    del targets[name]
             for url, headers, _ in targets.values():
                 wrk(url, headers, 8, 2)  # warm-up
             p50: dict[str, list[float]] = {k: [] for k in targets}
@@ -227,6 +235,8 @@ def main() -> None:
                 f"(bare proxy adds {bare_med[0] - direct[0]:.2f} ms)"
             )
             print(f"CPU per proxied request: {agent_med[2] / bare_med[2]:.2f}x the bare proxy hop")
+            if args.quick:
+                return
             imp_med, direct_imp = med["impersonating"], med["direct impersonating"]
             print(
                 f"added p50 impersonating: {imp_med[0] - direct[0]:.2f} ms vs "

@@ -11,6 +11,7 @@ import aiohttp
 from prometheus_client import Counter
 
 from app.agent.kube import KubeTarget
+from app.agent.upstream import Pool, UpstreamError
 from app.tunnel.frames import ResetCode
 from app.tunnel.session import Stream
 from app.tunnel.upgrade import UpgradeError, open_upgrade, pipe_socket
@@ -27,6 +28,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "authorization",
+        # The agent server answered the client's 100-continue already.
+        "expect",
     }
 )
 REQUESTS = Counter("clusterport_agent_proxy_requests_total", "Proxied requests", ["outcome"])
@@ -39,11 +42,13 @@ UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10
 
 
 class KubeProxy:
-    """One per agent process: a pooled HTTP client to the kube-apiserver."""
+    """One per agent process: pooled connections to the kube-apiserver. Proxied requests go
+    through the lean `Pool`; the version lookup and the GitOps applier use aiohttp."""
 
     def __init__(self, target: KubeTarget) -> None:
         self.target = target
         self._version: tuple[float, str] | None = None
+        self.pool = Pool(target.base_url, target.ssl_context)
         self.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=target.ssl_context, limit=0),
             auto_decompress=False,
@@ -52,6 +57,7 @@ class KubeProxy:
         )
 
     async def close(self) -> None:
+        await self.pool.close()
         await self.client.close()
 
     async def kubernetes_version(self) -> str:
@@ -104,26 +110,14 @@ class KubeProxy:
             await self._upgrade(stream, method, path, out, upgrade)
             return
         try:
-            async with self.client.request(
-                method,
-                self.target.base_url + path,
-                headers=out,
-                data=_body(stream) if has_body else None,
-                allow_redirects=False,
-            ) as resp:
-                reply = {
-                    "status": resp.status,
-                    "headers": [
-                        [k, v] for k, v in _decoded(resp.raw_headers) if k.lower() not in HOP_BY_HOP
-                    ],
-                }
-                content = resp.content
-                # END rides on the last frame: a small response is HEADERS + one DATA.
-                await stream.send_headers(json.dumps(reply).encode(), end=content.at_eof())
-                while not content.at_eof():
-                    chunk = await content.readany()
-                    await stream.write(chunk, end=content.at_eof() or not chunk)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
+            response = await self.pool.request(
+                method, path, out, _body(stream) if has_body else None
+            )
+        except ValueError:
+            REQUESTS.labels("bad_request").inc()
+            await stream.reset(ResetCode.BAD_REQUEST, "malformed request head")
+            return
+        except (UpstreamError, OSError):
             REQUESTS.labels("upstream_unreachable").inc()
             await stream.reset(ResetCode.UPSTREAM_UNREACHABLE, "kube-apiserver unreachable")
             return
@@ -131,6 +125,24 @@ class KubeProxy:
             REQUESTS.labels("upstream_timeout").inc()
             await stream.reset(ResetCode.UPSTREAM_TIMEOUT, "kube-apiserver timed out")
             return
+        try:
+            reply = {
+                "status": response.status,
+                "headers": [[k, v] for k, v in response.headers if k.lower() not in HOP_BY_HOP],
+            }
+            # END rides on the last frame: a small response is HEADERS + one DATA.
+            ended = response.at_eof()
+            await stream.send_headers(json.dumps(reply).encode(), end=ended)
+            while not ended:
+                chunk = await response.read()
+                ended = response.at_eof()
+                await stream.write(chunk, end=ended)
+        except UpstreamError:
+            REQUESTS.labels("upstream_unreachable").inc()
+            await stream.reset(ResetCode.UPSTREAM_UNREACHABLE, "kube-apiserver unreachable")
+            return
+        finally:
+            response.release()
         _OK.inc()
 
     async def _upgrade(
@@ -173,7 +185,3 @@ class KubeProxy:
 async def _body(stream: Stream) -> AsyncIterator[bytes]:
     while chunk := await stream.read():
         yield chunk
-
-
-def _decoded(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import Counter
 
 from app.agent_server.status import (
@@ -71,6 +72,9 @@ DROP_REQUEST = frozenset(
 DROP_RESPONSE = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer", "proxy-authenticate"}
 )
+DROP_WHOLE = DROP_RESPONSE | {"content-length"}  # aiohttp writes it for the body it sends
+# Answers up to this size (a tunnel window) are read whole before they are written.
+WHOLE_BODY = 256 * 1024
 AUTH_CACHE_SECONDS = 2.0
 Headers = tuple[tuple[str, str], ...]
 PROXIED = Counter("clusterport_agent_proxy_requests_total", "Proxy requests", ["route", "outcome"])
@@ -388,6 +392,21 @@ class KubeProxyHandler:
             status, reply_headers = reply
             if status == 101 and upgrade is not None:
                 return await _relay_upgrade(request, stream, reply_headers)
+            length = _whole_length(request, status, reply_headers)
+            if length is not None:
+                # A small answer of known length (most reads): head and body in one write.
+                body = await _read_whole(stream, length)
+                if body is None:
+                    PROXIED.labels("local", "bad_reply").inc()
+                    return status_response(
+                        502,
+                        "agent_bad_response",
+                        f"agent {agent_id} sent a body that does not match its length",
+                        HOP_AGENT,
+                    )
+                kept = [(k, v) for k, v in reply_headers if k.lower() not in DROP_WHOLE]
+                _LOCAL_OK.inc()
+                return web.Response(status=status, body=body, headers=CIMultiDict(kept))
             response = web.StreamResponse(status=status)
             for name, value in reply_headers:
                 if name.lower() not in DROP_RESPONSE:
@@ -504,6 +523,29 @@ class KubeProxyHandler:
             return response
         PROXIED.labels("routed", "upgraded").inc()
         return await _relay_upgrade(request, _SocketPipe(reply.reader, reply.writer), reply.headers)
+
+
+def _whole_length(request: web.Request, status: int, headers: list[tuple[str, str]]) -> int | None:
+    """The length of an answer's body when it is known and small (not a watch, not HEAD)."""
+    if request.method == "HEAD" or status < 200 or status in (204, 304):
+        return None
+    for name, value in headers:
+        if name.lower() == "content-length":
+            known = value.isascii() and value.isdigit()
+            return int(value) if known and int(value) <= WHOLE_BODY else None
+    return None
+
+
+async def _read_whole(stream: Stream, length: int) -> bytes | None:
+    """The stream's data up to its end; None when it is not `length` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.read():
+        size += len(chunk)
+        if size > length:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks) if size == length else None
 
 
 def _replica_unreachable(agent_id: int) -> web.Response:

@@ -83,6 +83,7 @@ class Stream:
         "_consumed",
         "_credit",
         "_credit_event",
+        "_handler",
         "_headers",
         "_local_ended",
         "_readable",
@@ -109,6 +110,9 @@ class Stream:
         self._recv_credit = session.limits.initial_window
         self._consumed = 0
         self._headers: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        # The task serving a stream the peer opened: the peer resetting the stream stops it,
+        # even while it waits on something else (a quiet watch upstream).
+        self._handler: asyncio.Task[None] | None = None
 
     @property
     def buffered(self) -> int:
@@ -428,6 +432,8 @@ class Session:
             if stream is not None:
                 code, reason = parse_reset(frame.payload)
                 stream._abort(StreamReset(code, reason, by_peer=True))
+                if stream._handler is not None:
+                    stream._handler.cancel()
         elif kind is FrameType.PING:
             await self.send_frame(FrameType.PONG, 0, frame.payload)
         elif kind is FrameType.PONG:
@@ -466,6 +472,7 @@ class Session:
         if frame.flags & FLAG_END:
             stream._remote_ended = True
         task = self._loop.create_task(self._serve(stream, self._on_stream))
+        stream._handler = task
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 

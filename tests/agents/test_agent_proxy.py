@@ -7,6 +7,7 @@ import json
 import signal
 import ssl
 import subprocess
+from collections.abc import Awaitable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -463,3 +464,44 @@ async def test_revoking_an_api_token_ends_its_proxy_watches_on_every_replica(
     async with https(holder) as http:
         again = await http.get(holder.proxy_url + path.split("?")[0], headers=headers)
     assert again.status_code == 401, again.text
+
+
+async def test_a_watch_its_client_leaves_ends_at_the_api_server(
+    connected: tuple[AgentSetup, AgentServerProc, Process], kube_cluster: Any
+) -> None:
+    """The agent ends its upstream watch as soon as the client leaves, not at the next event
+    (a watch of a quiet resource would stay open at the API server for up to an hour)."""
+    setup, server, _agent = connected
+    context = ssl.create_default_context(cadata=kube_cluster.ca_pem)
+    admin = {"Authorization": f"Bearer {kube_cluster.token}"}
+
+    async def watches_at_the_api_server() -> int:
+        async with httpx.AsyncClient(verify=context, timeout=30) as http:
+            metrics = (await http.get(kube_cluster.url + "/metrics", headers=admin)).text
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in metrics.splitlines()
+            if line.startswith("apiserver_longrunning_requests{")
+            and 'resource="configmaps"' in line
+            and 'scope="namespace"' in line
+            and 'verb="WATCH"' in line
+        )
+
+    before = await watches_at_the_api_server()
+    path = f"/k8s-proxy/agents/{setup.agent_id}/api/v1/namespaces/{unique_name('quiet')}"
+    headers = {"Authorization": f"Bearer {setup.developer_token}"}
+    async with (
+        https(server) as http,
+        http.stream("GET", f"{server.proxy_url}{path}/configmaps?watch=1", headers=headers) as w,
+    ):
+        assert w.status_code == 200
+        await eventually(
+            lambda: _equals(watches_at_the_api_server(), before + 1), "the watch upstream"
+        )
+    await eventually(
+        lambda: _equals(watches_at_the_api_server(), before), "the upstream watch to end"
+    )
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
