@@ -178,6 +178,7 @@ class _Connection(asyncio.Protocol):
         self._upload: asyncio.Task[None] | None = None
         self._interim = False
         self._until_close = False
+        self._keep_alive = False
         self.answered = False
 
     async def exchange(
@@ -202,6 +203,7 @@ class _Connection(asyncio.Protocol):
         self._head_only = head_only
         self._upload = None
         self._until_close = False
+        self._keep_alive = False
         self.answered = False
 
     async def _send_body(self, body: AsyncIterator[bytes], chunked: bool) -> None:
@@ -259,7 +261,7 @@ class _Connection(asyncio.Protocol):
             self.reusable()
             and not self._head_only
             and not self._chunks
-            and self._parser.should_keep_alive()
+            and self._keep_alive
         ):
             self._pool._give_back(self)
         else:
@@ -330,6 +332,8 @@ class _Connection(asyncio.Protocol):
             self._interim = True
             self._headers = []
             return
+        # Read now: once the answer is complete the parser reports on the next one.
+        self._keep_alive = self._parser.should_keep_alive()
         if self._head_only:
             # The answer to HEAD has no body whatever its Content-Length says; the parser
             # cannot be told, so the connection is not reused.

@@ -384,14 +384,14 @@ class AgentServer:
             await asyncio.sleep(self.settings.agent_revocation_poll)
             ticks += 1
             try:
-                revoked = await self.store.revoked_since(since)
+                revoked, api_revoked = await self.store.revoked_since(since, api_since)
                 for token_id, revoked_at in revoked:
                     since = max(since, revoked_at - margin)
                     if handled.get(token_id) != revoked_at:
                         handled[token_id] = revoked_at
                         await self.close_token(token_id, CloseCode.TOKEN_REVOKED, "token revoked")
                 # API tokens: the proxy requests they opened here end (watches included).
-                for token_hash, revoked_at in await self.store.api_tokens_revoked_since(api_since):
+                for token_hash, revoked_at in api_revoked:
                     api_since = max(api_since, revoked_at - margin)
                     if handled.get(token_hash) != revoked_at:
                         handled[token_hash] = revoked_at

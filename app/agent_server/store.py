@@ -351,18 +351,21 @@ class AgentStore:
 
     # -- revocation ----------------------------------------------------------------------------
 
-    async def revoked_since(self, since: datetime) -> list[tuple[int, datetime]]:
-        query = select(AgentToken.id, AgentToken.revoked_at).where(AgentToken.revoked_at >= since)
-        async with self.engine.connect() as conn:
-            return [(row.id, row.revoked_at) for row in await conn.execute(query)]
-
-    async def api_tokens_revoked_since(self, since: datetime) -> list[tuple[str, datetime]]:
-        """(hash, revoked_at) of API tokens revoked since then: their proxy streams end."""
-        query = select(AccessToken.token_hash, AccessToken.revoked_at).where(
-            AccessToken.revoked_at >= since
+    async def revoked_since(
+        self, agents_since: datetime, api_since: datetime
+    ) -> tuple[list[tuple[int, datetime]], list[tuple[str, datetime]]]:
+        """(id, revoked_at) of agent tokens and (hash, revoked_at) of API tokens revoked since
+        then: the connections and proxy streams they opened end. One connection for both."""
+        agents = select(AgentToken.id, AgentToken.revoked_at).where(
+            AgentToken.revoked_at >= agents_since
+        )
+        api = select(AccessToken.token_hash, AccessToken.revoked_at).where(
+            AccessToken.revoked_at >= api_since
         )
         async with self.engine.connect() as conn:
-            return [(row.token_hash, row.revoked_at) for row in await conn.execute(query)]
+            agent_rows = [(row.id, row.revoked_at) for row in await conn.execute(agents)]
+            api_rows = [(row.token_hash, row.revoked_at) for row in await conn.execute(api)]
+        return agent_rows, api_rows
 
     async def unusable_tokens(self, token_ids: Sequence[int]) -> set[int]:
         """Of these token ids: the revoked, expired or deleted ones."""
