@@ -257,12 +257,7 @@ class _Connection(asyncio.Protocol):
         if upload is not None and not upload.done():
             upload.cancel()
             self.close()
-        elif (
-            self.reusable()
-            and not self._head_only
-            and not self._chunks
-            and self._keep_alive
-        ):
+        elif self.reusable() and not self._head_only and not self._chunks and self._keep_alive:
             self._pool._give_back(self)
         else:
             self.close()

@@ -139,12 +139,16 @@ class KubeProxyHandler:
                 "Impersonate-* headers are not accepted; the credential decides the identity",
                 HOP_SERVER,
             )
-        outcome = await self.authorize(request, agent_id)
+        raw = _bearer(request)
+        if raw is None:
+            return _unauthorized()
+        token_hash = hash_token(raw)
+        outcome = await self._authorized(raw, token_hash, agent_id)
         if isinstance(outcome, web.Response):
             return outcome
-        token_hash = _api_token_hash(request)
         task = asyncio.current_task()
-        if token_hash is None or task is None:
+        if is_signed_credential(raw) or task is None:
+            # Only API tokens are revoked one by one; signed credentials expire.
             return await self._forward(request, agent_id, outcome)
         live = self._live.setdefault(token_hash, set())
         live.add(task)
@@ -172,14 +176,15 @@ class KubeProxyHandler:
             # Accounted for on the replica that holds the tunnel only, so a routed request is
             # audited once.
             status = 499  # the client went away before an answer
+            upgrade = is_upgrade(list(request.headers.items()))
             try:
                 response = await self._through_tunnel(
-                    request, agent_id, connection.session, outcome.headers
+                    request, agent_id, connection.session, outcome.headers, upgrade
                 )
                 status = response.status
                 return response
             finally:
-                self._account(request, agent_id, outcome, status)
+                self._account(request, agent_id, outcome, status, upgrade is not None)
         if request.headers.get(ROUTED_HEADER):
             PROXIED.labels("routed", "agent_gone").inc()
             return status_response(
@@ -190,10 +195,11 @@ class KubeProxyHandler:
             )
         return await self.route(request, agent_id, outcome)
 
-    def _account(self, request: web.Request, agent_id: int, grant: Acting, status: int) -> None:
+    def _account(
+        self, request: web.Request, agent_id: int, grant: Acting, status: int, upgraded: bool
+    ) -> None:
         """Count a read; queue a write (or an exec, attach or port-forward) for the audit trail:
         who, which agent, verb, path and status, never the body, query or headers."""
-        upgraded = is_upgrade(list(request.headers.items())) is not None
         if request.method not in MUTATING_METHODS and not upgraded:
             READS.labels(grant.credential).inc()
             return
@@ -219,13 +225,13 @@ class KubeProxyHandler:
         )
 
     async def authorize(self, request: web.Request, agent_id: int) -> web.Response | Acting:
-        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
-        raw = raw.strip()
-        if scheme.lower() != "bearer" or not raw:
-            return status_response(
-                401, "unauthorized", "send Authorization: Bearer <clusterport token>", HOP_SERVER
-            )
-        key = (hash_token(raw), agent_id)
+        raw = _bearer(request)
+        if raw is None:
+            return _unauthorized()
+        return await self._authorized(raw, hash_token(raw), agent_id)
+
+    async def _authorized(self, raw: str, token_hash: str, agent_id: int) -> web.Response | Acting:
+        key = (token_hash, agent_id)
         now = time.monotonic()
         cached = self._auth_cache.get(key)
         if cached is None or cached[0] <= now:
@@ -353,12 +359,16 @@ class KubeProxyHandler:
         return Acting(headers, f"job:{job_id}", f"ci-job:{job_id}", job.project_id)
 
     async def _through_tunnel(
-        self, request: web.Request, agent_id: int, session: Session, extra: Headers
+        self,
+        request: web.Request,
+        agent_id: int,
+        session: Session,
+        extra: Headers,
+        upgrade: str | None,
     ) -> web.StreamResponse:
         path = request.raw_path[len(PREFIX) + len(str(agent_id)) :] or "/"
         headers = [[k, v] for k, v in request.headers.items() if k.lower() not in DROP_REQUEST]
         headers.extend([k, v] for k, v in extra)
-        upgrade = is_upgrade(list(request.headers.items()))
         # An upgrade request's body, if any, is the upgraded connection's first bytes.
         has_body = request.body_exists and upgrade is None
         head: dict[str, object] = {
@@ -558,11 +568,17 @@ def _replica_unreachable(agent_id: int) -> web.Response:
     )
 
 
-def _api_token_hash(request: web.Request) -> str | None:
-    """The hash of the request's API token (None for credentials clusterport signed)."""
-    _, _, raw = request.headers.get("Authorization", "").partition(" ")
+def _bearer(request: web.Request) -> str | None:
+    """The request's bearer credential."""
+    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
     raw = raw.strip()
-    return None if not raw or is_signed_credential(raw) else hash_token(raw)
+    return raw if scheme.lower() == "bearer" and raw else None
+
+
+def _unauthorized() -> web.Response:
+    return status_response(
+        401, "unauthorized", "send Authorization: Bearer <clusterport token>", HOP_SERVER
+    )
 
 
 class _SocketPipe:
