@@ -130,9 +130,15 @@ class KubeProxy:
                 "status": response.status,
                 "headers": [[k, v] for k, v in response.headers if k.lower() not in HOP_BY_HOP],
             }
-            # END rides on the last frame: a small response is HEADERS + one DATA.
-            ended = response.at_eof()
-            await stream.send_headers(json.dumps(reply).encode(), end=ended)
+            meta = json.dumps(reply).encode()
+            whole = response.whole()
+            if whole is not None:
+                # Most answers are here whole by now: head and body in one write.
+                await stream.send_reply(meta, whole)
+                ended = True
+            else:
+                await stream.send_headers(meta)
+                ended = False
             while not ended:
                 chunk = await response.read()
                 ended = response.at_eof()

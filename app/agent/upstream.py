@@ -59,6 +59,10 @@ class Response:
     def at_eof(self) -> bool:
         return self._connection.body_done()
 
+    def whole(self) -> bytes | None:
+        """The whole body when all of it has arrived already (None otherwise), consumed."""
+        return self._connection.take_all()
+
     async def read(self) -> bytes:
         """The next chunk of the body; b"" at its end."""
         return await self._connection.read()
@@ -235,6 +239,14 @@ class _Connection(asyncio.Protocol):
 
     def body_done(self) -> bool:
         return self._complete and not self._chunks
+
+    def take_all(self) -> bytes | None:
+        if not self._complete:
+            return None
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return body
 
     async def read(self) -> bytes:
         while not self._chunks:

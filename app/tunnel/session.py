@@ -142,6 +142,8 @@ class Stream:
 
     async def read_headers(self) -> bytes:
         """The HEADERS the accepting side sent back (the opener waits for it)."""
+        if self._headers.done():
+            return self._headers.result()
         return await asyncio.shield(self._headers)
 
     async def send_headers(self, meta: bytes, *, end: bool = False) -> None:
@@ -152,6 +154,25 @@ class Stream:
         await self._session.send_frame(FrameType.HEADERS, self.id, meta, FLAG_END if end else 0)
         if end:
             self._maybe_forget()
+
+    async def send_reply(self, meta: bytes, body: bytes) -> None:
+        """Send the reply head and its whole body, ending the stream: in one write to the
+        socket when the body fits in one frame and in the peer's credit."""
+        if not body or len(body) > min(self._credit, self._session.peer_max_payload):
+            await self.send_headers(meta, end=not body)
+            if body:
+                await self.write(body, end=True)
+            return
+        self._check_open()
+        self._credit -= len(body)
+        self._local_ended = True
+        await self._session.send_frames(
+            [
+                (FrameType.HEADERS, self.id, meta, 0),
+                (FrameType.DATA, self.id, body, FLAG_END),
+            ]
+        )
+        self._maybe_forget()
 
     async def write(self, data: bytes, *, end: bool = False) -> None:
         """Send data, waiting for credit; a slow peer reader only blocks this stream.
@@ -535,10 +556,14 @@ class Session:
     async def send_frame(
         self, frame_type: FrameType, stream_id: int, payload: bytes = b"", flags: int = 0
     ) -> None:
+        await self.send_frames([(frame_type, stream_id, payload, flags)])
+
+    async def send_frames(self, frames: list[tuple[FrameType, int, bytes, int]]) -> None:
+        """Send frames in order (each its own websocket message), together where possible."""
         if self.close_info is not None:
             raise SessionClosed("connection closed")
         try:
-            await self.transport.send(encode(frame_type, stream_id, payload, flags))
+            await self.transport.send_many([encode(*frame) for frame in frames])
         except TransportClosed as exc:
             self._mark_closed(exc.code, exc.reason, by_peer=True)
             raise SessionClosed(exc.reason) from None

@@ -25,6 +25,10 @@ class Transport(Protocol):
 
     async def send(self, message: bytes) -> None: ...
 
+    async def send_many(self, messages: list[bytes]) -> None:
+        """Send the messages in order, in one write to the socket where possible."""
+        ...
+
     async def recv(self) -> bytes: ...
 
     async def close(self, code: int, reason: str) -> None: ...
@@ -39,6 +43,9 @@ class WebsocketTransport:
         self.ws = ws
 
     async def send(self, message: bytes) -> None:
+        await self.send_many([message])
+
+    async def send_many(self, messages: list[bytes]) -> None:
         ws = self.ws
         if (
             ws.protocol.state is State.OPEN
@@ -49,12 +56,17 @@ class WebsocketTransport:
             # The common case, written at once without `send`'s generic path (an async
             # context manager per message, a third of the CPU a small frame costs): open,
             # not in the middle of a fragmented message, socket not paused. Anything else
-            # (closing, backpressure) goes the full way below.
-            ws.protocol.send_binary(message)
-            ws.send_data()
+            # (closing, backpressure) goes the full way below, one message at a time.
+            for message in messages:
+                ws.protocol.send_binary(message)
+            ws.transport.writelines(ws.protocol.data_to_send())
             return
+        for message in messages:
+            await self._send(message)
+
+    async def _send(self, message: bytes) -> None:
         try:
-            await ws.send(message)
+            await self.ws.send(message)
         except ConnectionClosed as exc:
             raise _closed(exc) from None
 
