@@ -2,7 +2,7 @@
 caller) vs directly to kube-apiserver, and vs a bare aiohttp reverse-proxy hop, all in the
 same run.
 
-Usage: uv run python bench/agent_proxy.py [--duration 10] [--rounds 3]
+Usage: uv run python -m bench.agent_proxy [--duration 10] [--rounds 3] [--quick]
 Needs wrk, Postgres (CLUSTERPORT_TEST_DATABASE_URL) and the Kubernetes binaries from
 scripts/kube-tools. Reports the median over rounds of: p50 with one request in flight, req/s
 with 64 in flight (as a ratio to direct), and CPU seconds per request spent by the proxy
