@@ -101,15 +101,16 @@ class Stream:
         self.meta = meta
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
-        self._readable = asyncio.Event()
+        # Created only while this stream's reader or writer waits (most streams never do).
+        self._readable: asyncio.Future[None] | None = None
         self._remote_ended = False
         self._local_ended = False
         self._reset: StreamReset | None = None
         self._credit = session.peer_window
-        self._credit_event = asyncio.Event()
+        self._credit_event: asyncio.Future[None] | None = None
         self._recv_credit = session.limits.initial_window
         self._consumed = 0
-        self._headers: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._headers: asyncio.Future[bytes] = session._loop.create_future()
         # The task serving a stream the peer opened: the peer resetting the stream stops it,
         # even while it waits on something else (a quiet watch upstream).
         self._handler: asyncio.Task[None] | None = None
@@ -126,8 +127,8 @@ class Stream:
                 raise self._reset
             if self._remote_ended:
                 return b""
-            self._readable.clear()
-            await self._readable.wait()
+            self._readable = self._session._loop.create_future()
+            await self._readable
         if self._reset is not None:
             raise self._reset
         chunk = self._chunks.popleft()
@@ -184,8 +185,8 @@ class Stream:
         while view:
             self._check_open()
             if self._credit <= 0:
-                self._credit_event.clear()
-                await self._credit_event.wait()
+                self._credit_event = self._session._loop.create_future()
+                await self._credit_event
                 continue
             size = min(len(view), self._credit, max_payload)
             self._credit -= size
@@ -228,8 +229,8 @@ class Stream:
         self._reset = exc
         self._chunks.clear()
         self._buffered = 0
-        self._readable.set()
-        self._credit_event.set()
+        _wake(self._readable)
+        _wake(self._credit_event)
         if not self._headers.done():
             self._headers.set_exception(exc)
             self._headers.exception()  # mark retrieved: nobody may be waiting for headers
@@ -254,7 +255,7 @@ class Stream:
         if end:
             self._remote_ended = True
             self._maybe_forget()
-        self._readable.set()
+        _wake(self._readable)
 
     def _on_end(self) -> None:
         self._on_data(b"", True)
@@ -263,7 +264,7 @@ class Stream:
         if increment == 0 or self._credit + increment > _MAX_CREDIT:
             raise ProtocolViolation(CloseCode.FLOW_CONTROL_VIOLATION, "bad WINDOW increment")
         self._credit += increment
-        self._credit_event.set()
+        _wake(self._credit_event)
 
 
 @dataclass(slots=True)
@@ -621,6 +622,11 @@ class Session:
         for task in self._handlers:
             task.cancel()
         self.closed.set()
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:
