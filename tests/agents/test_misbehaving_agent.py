@@ -32,6 +32,10 @@ async def misbehave(stream: Stream) -> None:
     elif path == "/header-injection":
         reply = {"status": 200, "headers": [["X-A", "1\r\nSet-Cookie: evil=1"]]}
         await stream.send_headers(json.dumps(reply).encode(), end=True)
+    elif path in ("/longer-than-said", "/shorter-than-said"):
+        reply = {"status": 200, "headers": [["Content-Length", "4"]]}
+        await stream.send_headers(json.dumps(reply).encode())
+        await stream.write(b"12345" if path == "/longer-than-said" else b"123", end=True)
     elif path == "/unknown-reset":
         await stream.reset(9999, "made up")
     else:
@@ -71,6 +75,8 @@ async def test_malformed_replies_are_typed_502s_and_the_connection_survives(
             ("/not-json", "agent_bad_response"),
             ("/bad-status", "agent_bad_response"),
             ("/header-injection", "agent_bad_response"),
+            ("/longer-than-said", "agent_bad_response"),
+            ("/shorter-than-said", "agent_bad_response"),
             ("/unknown-reset", "agent_stream_failed"),
         ):
             response = await http.get(base + path, headers=headers)
