@@ -164,31 +164,28 @@ class Pool:
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: one request at a time, httptools calling back as bytes arrive."""
 
+    # Of the exchange under way (see _reset).
+    _headers: list[tuple[str, str]]
+    _upload: asyncio.Task[None] | None
+
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._head_waiter: asyncio.Future[None] | None = None
-        self._headers: list[tuple[str, str]] = []
         self._chunks: deque[bytes] = deque()
-        self._buffered = 0
         self._readable: asyncio.Future[None] | None = None
-        self._complete = False
-        self._head_only = False
         self._error: UpstreamError | None = None
         self._paused = False
         self._write_ready: asyncio.Future[None] | None = None
-        self._upload: asyncio.Task[None] | None = None
         self._interim = False
-        self._until_close = False
-        self._keep_alive = False
-        self.answered = False
+        self._reset(head_only=False)
 
     async def exchange(
         self, head: bytes, body: AsyncIterator[bytes] | None, chunked: bool, head_only: bool
     ) -> Response:
-        self._reset(head_only)
+        self._reset(head_only=head_only)
         transport = self._transport
         if transport is None:
             raise UpstreamError("the API server closed the connection")
@@ -200,6 +197,7 @@ class _Connection(asyncio.Protocol):
         return Response(self, self._parser.get_status_code(), self._headers)
 
     def _reset(self, head_only: bool) -> None:
+        """Ready for the next exchange on this connection."""
         self._headers = []
         self._chunks.clear()
         self._buffered = 0
