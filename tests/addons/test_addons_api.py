@@ -236,7 +236,11 @@ async def test_install_upgrade_uninstall(
     assert response.status_code == 202, response.text
     job = await _job(kube_cluster, f"install-{name}")
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == f"install-{name}"
-    assert (await _addon(admin, base, name))["status"] == "installing"
+    # The worker records `installing` once the API server answered the Job's creation, which
+    # can come a moment after the Job is visible here (through an agent, one hop later).
+    await wait_for(
+        lambda: _addon(admin, base, name), lambda a: a["status"] == "installing", "installing"
+    )
 
     # What the pod runs, for real, as the Job's service account.
     ran = _run_and_log(kube_cluster, helm_bin, f"install-{name}", tmp_path)
