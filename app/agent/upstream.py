@@ -128,7 +128,9 @@ class Pool:
         # smuggle a second request.
         if not text.count("\r") == text.count("\n") == len(lines) or " " in path:
             raise ValueError("request head with a line break or a space in the path")
-        return text.encode("latin-1")
+        # The agent server read the bytes as UTF-8 (undecodable ones as surrogates): the same
+        # bytes go out.
+        return text.encode("utf-8", "surrogateescape")
 
     def _take(self) -> tuple[_Connection | None, bool]:
         now = time.monotonic()
