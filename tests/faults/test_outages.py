@@ -79,7 +79,7 @@ def assert_matches_cluster(kube: KubeCluster, records: dict[str, Any]) -> None:
     for record in records.values():
         if record is None:
             continue
-        assert record["status"] == "ready", record
+        assert record["status"] == "ready", (record["error"], record["last_error"], record)
         assert record["last_error"] is None and record["retry_at"] is None, record
         name = record["namespace"]
         assert kube.namespace_state(name) == "active", name
