@@ -9,7 +9,6 @@ cookie handling per request, which cost three times the CPU of the request itsel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 from collections import deque
@@ -18,6 +17,8 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from app.tunnel.upgrade import tls_context
 
 # Reading from the API server pauses while this much of an answer waits for the tunnel.
 READ_BUFFER = 256 * 1024
@@ -30,22 +31,6 @@ CONNECT_SECONDS = 10.0
 
 class UpstreamError(Exception):
     """The connection failed, or the API server's answer is not readable HTTP/1.1."""
-
-
-def tls_context(base_url: str, ssl_context: ssl.SSLContext | bool) -> ssl.SSLContext | None:
-    """The TLS context for an https API server (None for http), speaking HTTP/1.1 only."""
-    if urlsplit(base_url).scheme != "https":
-        return None
-    if isinstance(ssl_context, ssl.SSLContext):
-        context = ssl_context
-    else:
-        context = ssl.create_default_context()
-        if not ssl_context:  # insecure-skip-tls-verify in the kubeconfig
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    with contextlib.suppress(NotImplementedError):
-        context.set_alpn_protocols(["http/1.1"])
-    return context
 
 
 class Response:
@@ -96,8 +81,8 @@ class Pool:
         A request without a body that fails on a reused connection before any answer arrived
         (the server closed it while idle) is sent once more on a new connection.
         """
-        head = self._head(method, path, headers, body is not None)
         chunked = body is not None and not any(k.lower() == "content-length" for k, _ in headers)
+        head = self._head(method, path, headers, chunked)
         while True:
             connection, reused = self._take()
             if connection is None:
@@ -117,10 +102,10 @@ class Pool:
         while self._idle:
             self._idle.pop()[1].close()
 
-    def _head(self, method: str, path: str, headers: list[tuple[str, str]], body: bool) -> bytes:
+    def _head(self, method: str, path: str, headers: list[tuple[str, str]], chunked: bool) -> bytes:
         lines = [f"{method} {path} HTTP/1.1\r\n", self._host_line]
         lines += [f"{name}: {value}\r\n" for name, value in headers]
-        if body and not any(k.lower() == "content-length" for k, _ in headers):
+        if chunked:
             lines.append("Transfer-Encoding: chunked\r\n")
         lines.append("\r\n")
         text = "".join(lines)

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from app.agent_server.proxy import (
     ROUTED_HEADER,
     WORKER,
+    bad_reply,
     parse_agent_id,
     parse_reply,
     reset_error,
@@ -97,9 +98,7 @@ class ApplyHandler:
             if reply is None or reply[0] != 200:
                 await stream.reset(ResetCode.MALFORMED, "malformed HEADERS")
                 APPLY_STREAMS.labels("local", "bad_reply").inc()
-                return status_response(
-                    502, "agent_bad_response", f"agent {agent_id} sent a malformed reply", HOP_AGENT
-                )
+                return bad_reply(agent_id, "a malformed reply")
             response = web.StreamResponse(status=200)
             response.content_type = "application/x-ndjson"
             await response.prepare(request)

@@ -396,9 +396,7 @@ class KubeProxyHandler:
                 # The agent broke the protocol for this stream only: reset it, answer typed.
                 await stream.reset(ResetCode.MALFORMED, "malformed HEADERS")
                 PROXIED.labels("local", "bad_reply").inc()
-                return status_response(
-                    502, "agent_bad_response", f"agent {agent_id} sent a malformed reply", HOP_AGENT
-                )
+                return bad_reply(agent_id, "a malformed reply")
             status, reply_headers = reply
             if status == 101 and upgrade is not None:
                 return await _relay_upgrade(request, stream, reply_headers)
@@ -408,12 +406,7 @@ class KubeProxyHandler:
                 body = await _read_whole(stream, length)
                 if body is None:
                     PROXIED.labels("local", "bad_reply").inc()
-                    return status_response(
-                        502,
-                        "agent_bad_response",
-                        f"agent {agent_id} sent a body that does not match its length",
-                        HOP_AGENT,
-                    )
+                    return bad_reply(agent_id, "a body that does not match its length")
                 kept = [(k, v) for k, v in reply_headers if k.lower() not in DROP_WHOLE]
                 _LOCAL_OK.inc()
                 return web.Response(status=status, body=body, headers=CIMultiDict(kept))
@@ -556,6 +549,11 @@ async def _read_whole(stream: Stream, length: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks) if size == length else None
+
+
+def bad_reply(agent_id: int, what: str) -> web.Response:
+    """502 for an agent that broke the protocol on one stream (the connection stays up)."""
+    return status_response(502, "agent_bad_response", f"agent {agent_id} sent {what}", HOP_AGENT)
 
 
 def _replica_unreachable(agent_id: int) -> web.Response:

@@ -57,21 +57,10 @@ async def open_upgrade(
 ) -> UpstreamReply:
     """Send an upgrade request over a fresh HTTP/1.1 connection and read the answer's head."""
     parts = urlsplit(base_url)
-    secure = parts.scheme == "https"
+    # HTTP/1.1 only: an upgrade cannot happen over HTTP/2.
+    context = tls_context(base_url, ssl_context)
     host = parts.hostname or ""
-    port = parts.port or (443 if secure else 80)
-    context: ssl.SSLContext | None = None
-    if secure:
-        if isinstance(ssl_context, ssl.SSLContext):
-            context = ssl_context
-        elif ssl_context:
-            context = ssl.create_default_context()
-        else:  # insecure-skip-tls-verify in the kubeconfig
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        # HTTP/1.1 only: an upgrade cannot happen over HTTP/2.
-        context = _http11(context)
+    port = parts.port or (443 if context else 80)
     reader, writer = await asyncio.open_connection(
         host, port, ssl=context, server_hostname=host if context else None, limit=MAX_HEAD
     )
@@ -95,7 +84,17 @@ async def open_upgrade(
         raise
 
 
-def _http11(context: ssl.SSLContext) -> ssl.SSLContext:
+def tls_context(base_url: str, ssl_context: ssl.SSLContext | bool) -> ssl.SSLContext | None:
+    """The TLS context for an https API server (None for http), speaking HTTP/1.1 only."""
+    if urlsplit(base_url).scheme != "https":
+        return None
+    if isinstance(ssl_context, ssl.SSLContext):
+        context = ssl_context
+    else:
+        context = ssl.create_default_context()
+        if not ssl_context:  # insecure-skip-tls-verify in the kubeconfig
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
     with contextlib.suppress(NotImplementedError):
         context.set_alpn_protocols(["http/1.1"])
     return context
